@@ -1,0 +1,315 @@
+"""The public API: conv2d, the Conv2d plan, workspace_bytes, im2row/im2col, backend_info.
+
+The layer is thin on purpose: check every argument (``_args``), pick a method, and hand
+C-contiguous arrays to either the compiled kernels (``_native``) or the NumPy code
+(``_numpy_conv``).
+"""
+import numpy as np
+
+from . import _backend
+from ._args import (check_array, check_bias, check_layout, check_method, check_num_threads,
+                    check_out, make_spec, parse_pair, parse_padding, _int)
+from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
+                          weight_as_matrix, CHUNK_BYTES)
+
+__version__ = "0.1.0"
+
+COMPILED_METHODS = ("i2r", "im2row")
+ACTIVATIONS = (None, "relu")
+# Below this many output pixels per image, one GEMM over the image's whole im2row matrix beats
+# one GEMM per output column (the column GEMMs would be too short to fill the register tile).
+SMALL_MAP_PIXELS = 256
+
+
+class Conv2d:
+    """A convolution plan: checks and packs the weights once, then runs on any input size.
+
+    Parameters
+    ----------
+    weight : ndarray, float32 or float64
+        (OC, C/groups, KH, KW) for ``layout="NCHW"``, (KH, KW, C/groups, OC) for ``"NHWC"``.
+    bias : ndarray of shape (OC,), optional
+    stride, dilation : int or (int, int), default 1
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same", default 0
+    groups : int, default 1
+    layout : {"NCHW", "NHWC"}
+    method : {"auto", "i2r", "im2row", "im2col", "numpy"}
+    activation : {None, "relu"}
+        Fused into the kernels' epilogue.
+
+    The plan keeps its own copy of the weights: changing ``weight`` afterwards does not change
+    the plan. Calling one plan from several Python threads at once is safe.
+
+    Examples
+    --------
+    >>> import numpy as np, im2row
+    >>> w = np.ones((4, 3, 3, 3), np.float32)
+    >>> plan = im2row.Conv2d(w, padding=1)
+    >>> plan(np.ones((1, 3, 8, 8), np.float32)).shape
+    (1, 4, 8, 8)
+    """
+
+    def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                 layout="NCHW", method="auto", activation=None):
+        op = "Conv2d"
+        check_layout(layout, op)
+        check_method(method, op)
+        check_array(weight, "weight", op, (4,))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+        groups = _int(groups, "groups", op)
+        if groups < 1:
+            raise ValueError(f"{op}: groups must be a positive int, got {groups}")
+        if layout == "NCHW":
+            oc, cg, kh, kw = weight.shape
+        else:
+            kh, kw, cg, oc = weight.shape
+        if oc % groups:
+            raise ValueError(f"{op}: groups={groups} must divide the {oc} output channels "
+                             f"of weight with shape {weight.shape}")
+        self.stride = parse_pair(stride, "stride", op)
+        self.dilation = parse_pair(dilation, "dilation", op)
+        if not (isinstance(padding, str) and padding == "same"):
+            parse_padding(padding, (0, 0), (1, 1), (1, 1), (1, 1), op)   # the form only
+        check_bias(bias, oc, weight.dtype, op)
+        if method in COMPILED_METHODS:
+            _backend.require_native(method)
+        self.padding, self.groups, self.layout = padding, groups, layout
+        self.method, self.activation = method, activation
+        self.dtype = weight.dtype
+        self.weight = np.array(weight, order="C", copy=True)
+        self.weight.flags.writeable = False
+        self.bias = None if bias is None else np.array(bias, copy=True)
+        self.in_channels, self.out_channels = cg * groups, oc
+        self.kernel_size = (kh, kw)
+        self._packed = None
+        if method not in ("numpy", "im2col") and _backend.native is not None:
+            self._packed = _backend.native.PackedWeights(
+                weight_as_matrix(self.weight, layout, groups), self.bias, self.kernel_size,
+                self.stride, self.dilation, activation == "relu", _backend.isa())
+
+    def _spec(self, x_shape, op):
+        return make_spec(x_shape, self.weight.shape, self.dtype, self.stride, self.padding,
+                         self.dilation, self.groups, self.layout, op)
+
+    def __call__(self, x, out=None, num_threads=None):
+        """Convolve ``x`` ((N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for
+        NHWC); write into ``out`` if given. Returns the result."""
+        return self._run(x, out, num_threads, "Conv2d")
+
+    def _run(self, x, out, num_threads, op):
+        check_array(x, "x", op, (3, 4))
+        if x.dtype != self.dtype:
+            raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} "
+                            f"and weight {self.dtype}; cast one with .astype()")
+        spec = self._spec(x.shape, op)
+        nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+        if out is None:
+            out = np.empty(spec.out_shape, spec.dtype)
+        else:
+            check_out(out, spec, (("x", x), ("weight", self.weight), ("bias", self.bias)), op)
+        method = self._resolve(spec)
+        x4 = x if spec.batched else x[None]
+        out4 = out if spec.batched else out[None]
+        if out.size == 0:
+            return out
+        if x.size == 0:                     # empty image: every window sees only padding
+            out4[...] = 0
+            self._add_bias(out4, spec)
+        elif method == "numpy":
+            conv_numpy(x4, self.weight, self.bias, spec, out4)
+        elif method == "im2col":
+            conv_im2col(x4, self.weight, self.bias, spec, out4)
+        else:
+            self._packed.run(np.ascontiguousarray(x4), out4, spec_geometry(spec),
+                             method == "im2row", nthreads, _backend.debug_strip)
+            return out
+        if self.activation == "relu":
+            np.maximum(out, 0, out=out)
+        return out
+
+    def _add_bias(self, out4, spec):
+        if self.bias is not None:
+            if spec.layout == "NCHW":
+                out4 += self.bias[:, None, None]
+            else:
+                out4 += self.bias
+
+    def _resolve(self, spec):
+        if self.method != "auto":
+            return self.method
+        if self._packed is None:
+            return "numpy"
+        return choose_compiled_method(spec)
+
+    def __repr__(self):
+        return (f"Conv2d(in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r}, "
+                f"method={self.method!r}, activation={self.activation!r}, dtype={self.dtype})")
+
+
+def choose_compiled_method(spec):
+    """'auto' with the extension: the strip for maps big enough to fill the column GEMMs."""
+    return "im2row" if spec.oh * spec.ow <= SMALL_MAP_PIXELS else "i2r"
+
+
+def spec_geometry(spec):
+    """The tuple the extension's kernels take."""
+    pt, pb, pl, pr = spec.padding
+    return (spec.n, spec.c, spec.h, spec.w, spec.oc, spec.kh, spec.kw, spec.groups,
+            spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
+            pt, pb, pl, pr, spec.oh, spec.ow, spec.layout == "NHWC")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
+           method="auto", out=None, num_threads=None):
+    """2-D convolution (cross-correlation, as in deep-learning frameworks).
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64
+        (N, C, H, W) or (C, H, W) for ``layout="NCHW"``; (N, H, W, C) or (H, W, C) for
+        ``"NHWC"``. Any memory order; never modified.
+    weight : ndarray, same dtype as x
+        (OC, C/groups, KH, KW) for NCHW (PyTorch's order); (KH, KW, C/groups, OC) for NHWC
+        (TensorFlow's HWIO).
+    bias : ndarray of shape (OC,), optional
+    stride, dilation : int or (int, int), default 1
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same", default 0
+        "same" gives ceil(in / stride) outputs; an odd total goes at the bottom/right.
+    groups : int, default 1
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+    method : {"auto", "i2r", "im2row", "im2col", "numpy"}, default "auto"
+        "i2r": the reusable im2row strip (compiled). "im2row": the full im2row matrix (compiled).
+        "im2col": column matrix + NumPy matmul. "numpy": chunked im2row in NumPy.
+        "auto": the best compiled method, or "numpy" without the extension.
+    out : ndarray, optional
+        C-contiguous result buffer of the exact shape and dtype, sharing no memory with the
+        inputs; written in place and returned.
+    num_threads : int, optional
+        Threads for the compiled methods (default: all available cores).
+
+    Returns
+    -------
+    ndarray
+        (N, OC, OH, OW) for NCHW or (N, OH, OW, OC) for NHWC (no N for unbatched input).
+
+    Examples
+    --------
+    >>> import numpy as np, im2row
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2), np.float32)
+    >>> im2row.conv2d(x, w)[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]], dtype=float32)
+    """
+    op = "conv2d"
+    check_layout(layout, op)
+    check_method(method, op)
+    check_array(x, "x", op, (3, 4))
+    check_array(weight, "weight", op, (4,))
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} and "
+                        f"weight {weight.dtype}; cast one with .astype()")
+    # full geometry check first, so shape errors name conv2d and the input
+    make_spec(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups, layout, op)
+    check_bias(bias, weight.shape[0] if layout == "NCHW" else weight.shape[3], x.dtype, op)
+    check_num_threads(num_threads, op)
+    plan = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, method=method)
+    return plan._run(x, out, num_threads, op)
+
+
+def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+                    layout="NCHW", method="auto", num_threads=None, dtype=np.float32):
+    """Memory a conv2d call would use, without running it.
+
+    Returns a dict: ``workspace`` (scratch bytes of one call, all threads together),
+    ``packed_weights`` (bytes of the packed weight copy), ``copied`` (bytes written into
+    lowering buffers per call), and ``method`` (the method "auto" resolves to).
+    """
+    op = "workspace_bytes"
+    check_method(method, op)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
+    for name, shape, ndims in (("input_shape", input_shape, (3, 4)),
+                               ("weight_shape", weight_shape, (4,))):
+        if len(tuple(shape)) not in ndims:
+            raise ValueError(f"{op}: {name} must have {' or '.join(map(str, ndims))} entries, "
+                             f"got {tuple(shape)}")
+    spec = make_spec(tuple(input_shape), tuple(weight_shape), dtype, stride, padding, dilation,
+                     groups, layout, op)
+    nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+    if method == "auto":
+        method = "numpy" if _backend.native is None else choose_compiled_method(spec)
+    itemsize = dtype.itemsize
+    if method in COMPILED_METHODS:
+        native = _backend.require_native(method)
+        ws, packed, copied = native.predict(spec_geometry(spec), method == "im2row", nthreads,
+                                            _backend.isa(), itemsize == 8)
+        return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
+                "method": method}
+    k = spec.cg * spec.kh * spec.kw
+    if method == "im2col":
+        col = im2col_bytes(spec)
+        return {"workspace": col + spec.oc * spec.oh * spec.ow * itemsize,
+                "packed_weights": 0, "copied": spec.n * col, "method": method}
+    # "numpy": per chunk, a padded slab, the lowered rows and the matmul result
+    row_bytes = spec.ow * (spec.groups * k + 2 * spec.oc) * itemsize
+    rows = max(1, min(spec.oh, CHUNK_BYTES // max(row_bytes, 1)))
+    (sh, dh), wp = (spec.stride[0], spec.dilation[0]), spec.w + spec.padding[2] + spec.padding[3]
+    slab = ((rows - 1) * sh + (spec.kh - 1) * dh + 1) * wp * spec.c * itemsize
+    return {"workspace": rows * row_bytes + slab, "packed_weights": 0,
+            "copied": spec.n * spec.oh * spec.ow * spec.c * spec.kh * spec.kw * itemsize,
+            "method": method}
+
+
+def _lowering_spec(x, kernel_size, stride, padding, dilation, layout, op):
+    check_layout(layout, op)
+    check_array(x, "x", op, (3, 4))
+    kh, kw = parse_pair(kernel_size, "kernel_size", op)
+    c = x.shape[-3] if layout == "NCHW" else x.shape[-1]
+    w_shape = (1, c, kh, kw) if layout == "NCHW" else (kh, kw, c, 1)
+    spec = make_spec(x.shape, w_shape, x.dtype, stride, padding, dilation, 1, layout, op)
+    return spec, (x if spec.batched else x[None])
+
+
+def im2row(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """The traditional im2row matrix: one row per output pixel, one column per kernel tap.
+
+    Returns (N, OH*OW, C*KH*KW) ((OH*OW, C*KH*KW) for unbatched input). Rows are output pixels
+    in row-major (oh, ow) order. Columns are in (c, kh, kw) order for NCHW, so that
+    ``im2row(x, k) @ w.reshape(OC, -1).T`` is the convolution with PyTorch-layout weights, and
+    in (kh, kw, c) order for NHWC, matching ``w.reshape(-1, OC)`` for HWIO weights.
+    """
+    spec, x4 = _lowering_spec(x, kernel_size, stride, padding, dilation, layout, "im2row")
+    res = lower_im2row(x4, spec)
+    return res if spec.batched else res[0]
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """The im2col matrix, the transpose of ``im2row``: (N, C*KH*KW, OH*OW) (no N for unbatched
+    input), rows in the same order as im2row's columns. For NCHW it equals PyTorch's
+    ``torch.nn.functional.unfold``."""
+    spec, x4 = _lowering_spec(x, kernel_size, stride, padding, dilation, layout, "im2col")
+    res = lower_im2col(x4, spec)
+    return res if spec.batched else res[0]
+
+
+def backend_info():
+    """What runs the convolutions here: a dict with ``compiled``, ``isa``, ``cpu_isa``,
+    ``openmp``, ``max_threads``, ``version``, ``reason`` (why the extension is unavailable, or
+    None) and ``numpy``."""
+    native = _backend.native
+    return {
+        "compiled": native is not None,
+        "isa": _backend.isa(),
+        "cpu_isa": native.cpu_isa() if native else "none",
+        "openmp": bool(native.openmp()) if native else False,
+        "max_threads": _backend.cpu_count(),
+        "version": __version__,
+        "reason": _backend.unavailable_reason,
+        "numpy": np.__version__,
+    }

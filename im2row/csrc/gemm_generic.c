@@ -1,0 +1,35 @@
+/* Portable GEMM microkernels in plain C: always compiled, used where no SIMD kernel applies
+ * (non-x86 CPUs, or IM2ROW_ISA=generic), and always tested. */
+#include "gemm.h"
+
+#define T float
+#define V float
+#define VN 1
+#define MR 4
+#define NRV 16
+#define KNAME gemm_f32_4x16_generic
+#define V_ZERO() 0.0f
+#define V_LOAD(p) (*(p))
+#define V_LOAD_N(p, n) (*(p))
+#define V_STORE(p, v) (*(p) = (v))
+#define V_STORE_N(p, v, n) (*(p) = (v))
+#define V_BCAST(p) (*(p))
+#define V_FMA(a, b, acc) ((a) * (b) + (acc))
+#define V_MAX(a, b) ((a) > (b) ? (a) : (b))
+#include "gemm_ukernel.template.h"
+
+#define T double
+#define V double
+#define VN 1
+#define MR 4
+#define NRV 8
+#define KNAME gemm_f64_4x8_generic
+#define V_ZERO() 0.0
+#define V_LOAD(p) (*(p))
+#define V_LOAD_N(p, n) (*(p))
+#define V_STORE(p, v) (*(p) = (v))
+#define V_STORE_N(p, v, n) (*(p) = (v))
+#define V_BCAST(p) (*(p))
+#define V_FMA(a, b, acc) ((a) * (b) + (acc))
+#define V_MAX(a, b) ((a) > (b) ? (a) : (b))
+#include "gemm_ukernel.template.h"

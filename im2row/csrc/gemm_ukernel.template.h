@@ -1,0 +1,104 @@
+/* One GEMM microkernel (contract in gemm.h), instantiated by defining before inclusion:
+ *   T, V (vector type), VN (lanes), MR (rows), NRV (vectors per row: NR = NRV*VN), KNAME,
+ *   V_ZERO(), V_LOAD(p), V_LOAD_N(p, n), V_STORE(p, v), V_STORE_N(p, v, n) (first n lanes),
+ *   V_BCAST(p) (broadcast *p), V_FMA(a, b, acc) (a*b + acc), V_MAX(a, b).
+ * The loops over MR and NRV have constant bounds and are fully unrolled, so acc[][] lives in
+ * registers (14x32 f32 on AVX-512: 28 zmm accumulators, 2 B loads and 14 broadcasts per
+ * 28 FMAs).
+ */
+#define NR_ (NRV * VN)
+
+void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c,
+           size_t ldc, const T *bias, int flags)
+{
+    const T *ap[MR];
+    T *cp[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        size_t r = (size_t)i < mr ? (size_t)i : mr - 1;   /* tail rows alias the last row */
+        ap[i] = a + r * lda;
+        cp[i] = c + r * ldc;
+    }
+    /* lanes stored in vector v: VN for full vectors, fewer at the OC tail, 0 past it */
+    int lanes[NRV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NRV; v++) {
+        long left = (long)nr - (long)v * VN;
+        lanes[v] = left >= VN ? VN : (left > 0 ? (int)left : 0);
+    }
+
+    V acc[MR][NRV];
+    if (flags & GEMM_ACCUMULATE) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++)
+                acc[i][v] = lanes[v] == VN ? V_LOAD(cp[i] + v * VN)
+                          : lanes[v] ? V_LOAD_N(cp[i] + v * VN, lanes[v]) : V_ZERO();
+    } else {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++)
+                acc[i][v] = V_ZERO();
+    }
+
+    for (size_t k = 0; k < kc; k++) {
+        V bv[NRV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; v++)
+            bv[v] = V_LOAD(b + k * NR_ + v * VN);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            V av = V_BCAST(ap[i] + k);
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++)
+                acc[i][v] = V_FMA(av, bv[v], acc[i][v]);
+        }
+    }
+
+    if (flags & GEMM_EPILOGUE) {
+        if (bias) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++) {
+                V bb = V_LOAD(bias + v * VN);
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; i++)
+                    acc[i][v] = acc[i][v] + bb;
+            }
+        }
+        if (flags & GEMM_RELU) {
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+                for (int v = 0; v < NRV; v++)
+                    acc[i][v] = V_MAX(acc[i][v], V_ZERO());
+        }
+    }
+
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; v++) {
+            if (lanes[v] == VN)
+                V_STORE(cp[i] + v * VN, acc[i][v]);
+            else if (lanes[v])
+                V_STORE_N(cp[i] + v * VN, acc[i][v], lanes[v]);
+        }
+}
+
+#undef NR_
+#undef T
+#undef V
+#undef VN
+#undef MR
+#undef NRV
+#undef KNAME
+#undef V_ZERO
+#undef V_LOAD
+#undef V_LOAD_N
+#undef V_STORE
+#undef V_STORE_N
+#undef V_BCAST
+#undef V_FMA
+#undef V_MAX

@@ -1,0 +1,69 @@
+/* The C surface of im2row's kernels: no Python here (the Cython glue in _native.pyx calls it).
+ *
+ * Conventions
+ * - Arrays are C-contiguous. An input is NCHW (N, C, H, W) or NHWC (N, H, W, C); an output is
+ *   NCHW (N, OC, OH, OW) or NHWC (N, OH, OW, OC), chosen by i2r_geom.nhwc for both.
+ * - Weights come in as wm[G][KH*KW*Cg][OCg] (rows in (kh, kw, c) order) and are packed once by
+ *   i2r_pack_weights into NR-wide panels, one copy per strip rotation (see conv.template.h).
+ * - Sizes are int64_t; the Python layer has already checked every size and byte count.
+ * - Functions return an i2r_status; they never print, never abort, never touch Python objects,
+ *   and may run without the GIL.
+ */
+#ifndef IM2ROW_I2R_H
+#define IM2ROW_I2R_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { I2R_OK = 0, I2R_ENOMEM = 1, I2R_EINVAL = 2 } i2r_status;
+typedef enum { I2R_ISA_GENERIC = 0, I2R_ISA_AVX2 = 1, I2R_ISA_AVX512 = 2 } i2r_isa;
+typedef enum { I2R_F32 = 0, I2R_F64 = 1 } i2r_dtype;
+/* I2R_STRIP: the reusable im2row strip, one GEMM per output column.
+ * I2R_FULL: the traditional im2row matrix (or, for 1x1 stride-1 unpadded NHWC, the input
+ * itself), one GEMM per image and group. */
+typedef enum { I2R_STRIP = 0, I2R_FULL = 1 } i2r_method;
+
+typedef struct {
+    int64_t n, c, h, w;        /* input */
+    int64_t oc, kh, kw, groups;
+    int64_t sh, sw, dh, dw;    /* stride, dilation */
+    int64_t pt, pb, pl, pr;    /* padding: top, bottom, left, right */
+    int64_t oh, ow;            /* output */
+    int nhwc;                  /* 1: NHWC input and output, 0: NCHW */
+} i2r_geom;
+
+/* What one call allocates and writes (i2r_predict computes it; i2r_conv reports it). */
+typedef struct {
+    int64_t workspace_bytes;   /* scratch of all threads */
+    int64_t copied_values;     /* values written into strips or im2row buffers */
+    int64_t threads;           /* threads that ran */
+    int64_t packed_bytes;      /* packed weights and bias (i2r_predict only) */
+} i2r_stats;
+
+typedef struct i2r_weights i2r_weights;   /* opaque */
+
+/* Pack wm (see above) and an optional bias[OC] for one dtype and ISA level. relu fuses
+ * max(x, 0) into the epilogue. *out is freed with i2r_free_weights. */
+i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
+                            int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
+                            int64_t sw, int64_t dw, int relu, i2r_weights **out);
+void i2r_free_weights(i2r_weights *w);
+int64_t i2r_packed_bytes(const i2r_weights *w);
+
+/* Scratch, copy counts and packed-weight bytes of one i2r_conv call, without weights and
+ * without running it (the same work split as i2r_conv computes them). */
+i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
+                       int nthreads, int with_bias, i2r_stats *stats);
+
+/* y = conv(x, w): x and y as in the conventions above, y never aliasing x. debug_nan fills
+ * scratch with NaN first so that a read of an unwritten value shows in y. */
+i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
+                    int debug_nan, const void *x, void *y, i2r_stats *stats);
+
+/* The best ISA level this CPU supports (the GEMM microkernels chosen at run time). */
+i2r_isa i2r_cpu_isa(void);
+/* 1 if built with OpenMP; the threads an i2r_conv call may use at most. */
+int i2r_have_openmp(void);
+int i2r_max_threads(void);
+
+#endif
