@@ -95,6 +95,13 @@ class Conv2d:
     def __call__(self, x, out=None, num_threads=None):
         """Convolve ``x`` ((N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for
         NHWC); write into ``out`` if given. Returns the result."""
+        return self._run(x, out, num_threads, "Conv2d")[0]
+
+    def measure(self, x, out=None, num_threads=None):
+        """Like calling the plan, but also returns what the call did: a dict with ``method``
+        (what "auto" chose), and for the compiled methods ``workspace`` (scratch bytes the
+        kernels allocated), ``copied`` (bytes they wrote into strips or im2row buffers) and
+        ``threads``. Returns (result, dict)."""
         return self._run(x, out, num_threads, "Conv2d")
 
     def _run(self, x, out, num_threads, op):
@@ -111,8 +118,9 @@ class Conv2d:
         method = self._resolve(spec)
         x4 = x if spec.batched else x[None]
         out4 = out if spec.batched else out[None]
+        info = {"method": method}
         if out.size == 0:
-            return out
+            return out, info
         if x.size == 0:                     # empty image: every window sees only padding
             out4[...] = 0
             self._add_bias(out4, spec)
@@ -121,12 +129,14 @@ class Conv2d:
         elif method == "im2col":
             conv_im2col(x4, self.weight, self.bias, spec, out4)
         else:
-            self._packed.run(np.ascontiguousarray(x4), out4, spec_geometry(spec),
-                             method == "im2row", nthreads, _backend.debug_strip)
-            return out
+            ws, copied, threads = self._packed.run(
+                np.ascontiguousarray(x4), out4, spec_geometry(spec), method == "im2row",
+                nthreads, _backend.debug_strip)
+            info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
+            return out, info
         if self.activation == "relu":
             np.maximum(out, 0, out=out)
-        return out
+        return out, info
 
     def _add_bias(self, out4, spec):
         if self.bias is not None:
@@ -218,7 +228,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     check_bias(bias, weight.shape[0] if layout == "NCHW" else weight.shape[3], x.dtype, op)
     check_num_threads(num_threads, op)
     plan = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, method=method)
-    return plan._run(x, out, num_threads, op)
+    return plan._run(x, out, num_threads, op)[0]
 
 
 def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
@@ -248,7 +258,7 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     if method in COMPILED_METHODS:
         native = _backend.require_native(method)
         ws, packed, copied = native.predict(spec_geometry(spec), method == "im2row", nthreads,
-                                            _backend.isa(), itemsize == 8)
+                                            _backend.isa(), itemsize == 8, True)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
     k = spec.cg * spec.kh * spec.kw

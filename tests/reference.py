@@ -1,0 +1,73 @@
+"""An independent float64 reference: direct loops over kernel offsets.
+
+Deliberately shares no code with the package (no im2row, no sliding windows): for each kernel
+tap (kh, kw) the strided slice of the zero-padded input it touches is multiplied into the
+output. Slow, obviously correct, and different enough from every method under test that a
+shared mistake is unlikely.
+"""
+import numpy as np
+
+
+def pad_amounts(h, w, kh, kw, stride, padding, dilation):
+    """Padding in every accepted form -> (top, bottom, left, right), written out from the
+    definitions (PyTorch's symmetric padding, TensorFlow's "same")."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pads = []
+        for size, k, s, d in ((h, kh, stride[0], dilation[0]), (w, kw, stride[1], dilation[1])):
+            out = (size + s - 1) // s
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    if isinstance(padding, int):
+        return (padding,) * 4
+    ph, pw = padding
+    ph = (ph, ph) if isinstance(ph, int) else tuple(ph)
+    pw = (pw, pw) if isinstance(pw, int) else tuple(pw)
+    return ph + pw
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """NCHW input (N, C, H, W), OIHW weight; returns float64 (N, OC, OH, OW)."""
+    x = np.asarray(x, np.float64)
+    weight = np.asarray(weight, np.float64)
+    n, c, h, w = x.shape
+    oc, cg, kh, kw = weight.shape
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    pt, pb, pl, pr = pad_amounts(h, w, kh, kw, (sh, sw), padding, (dh, dw))
+    xp = np.zeros((n, c, h + pt + pb, w + pl + pr))
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    ocg = oc // groups
+    out = np.zeros((n, oc, oh, ow))
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        for i in range(kh):
+            for j in range(kw):
+                tap = xg[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                         j * dw:j * dw + (ow - 1) * sw + 1:sw]          # (N, Cg, OH, OW)
+                wt = weight[g * ocg:(g + 1) * ocg, :, i, j]            # (OCg, Cg)
+                out[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", tap, wt)
+    if bias is not None:
+        out += np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def tolerance(dtype, depth):
+    """Absolute tolerance for results of unit-scale data summed over `depth` = Cg*KH*KW terms:
+    rounding error grows like sqrt(depth) times the unit roundoff (with margin)."""
+    eps = np.finfo(dtype).eps
+    return 16 * eps * np.sqrt(max(depth, 1)) * 4
+
+
+def to_nhwc(x, weight):
+    """NCHW/OIHW test data -> NHWC/HWIO."""
+    return (np.ascontiguousarray(np.moveaxis(x, -3, -1)),
+            np.ascontiguousarray(weight.transpose(2, 3, 1, 0)))
