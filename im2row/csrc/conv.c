@@ -30,20 +30,30 @@
 
 enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-NOTES) */
        MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
-       JB = 16 };         /* output columns gathered before an NCHW output is transposed */
+       JB = 16,           /* output columns gathered before an NCHW output is transposed */
+       SB = 16,           /* NCHW input columns transposed at once for the strip fill */
+       TASKS_PER_THREAD = 4 };
 
-/* The kernel-independent layout of packed weights and the strip walk (no data). */
+/* The kernel-independent layout of packed weights and the strip walk (no data).
+ * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
+ * out) runs as one "group" of C channels whose taps are multiplied channel by channel
+ * (dwconv microkernel) instead of a GEMM per channel. */
 typedef struct {
     i2r_dtype dtype;
     i2r_isa isa;
     int64_t groups, kh, kw, cg, ocg, sw, dw;
+    int64_t conv_groups;   /* groups of the convolution (== groups unless depthwise) */
+    int depthwise;
     int64_t k;             /* kh*kw*cg */
     int64_t mr, nr, npanels;
     int64_t col_step;      /* t */
     int64_t rot_step;      /* m, or 0 when consecutive columns share no tap */
     int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
     int64_t nrot;          /* rotations packed */
-    void *fn;              /* microkernel */
+    void *fn;              /* GEMM microkernel */
+    void *dwconv;          /* depthwise microkernel */
+    int64_t tr;            /* transpose tile */
+    void *transpose;       /* transpose microkernel */
 } i2r_layout;
 
 struct i2r_weights {
@@ -66,11 +76,18 @@ static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t gro
     gemm_kernel gk = gemm_select(isa, dtype);
     int64_t g0 = gcd64(sw, dw);
     L->dtype = dtype; L->isa = isa;
+    L->conv_groups = groups;
+    L->depthwise = groups > 1 && cg == 1 && ocg == 1;
+    if (L->depthwise) {    /* one task group of all channels */
+        cg = ocg = groups;
+        groups = 1;
+    }
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
-    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn;
-    L->npanels = (ocg + gk.nr - 1) / gk.nr;
+    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn; L->dwconv = gk.dwconv;
+    L->tr = gk.tr; L->transpose = gk.transpose;
+    L->npanels = L->depthwise ? 1 : (ocg + gk.nr - 1) / gk.nr;
     L->col_step = dw / g0;
     L->rot_step = sw / g0;
     if (L->rot_step >= kw) {           /* no tap is shared: natural order, full refills */
@@ -81,6 +98,12 @@ static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t gro
     L->nrot = kw / L->rot_unit;
 }
 
+/* Values of one group's packed weights for one rotation. */
+static int64_t rotation_size(const i2r_layout *L)
+{
+    return L->depthwise ? L->k : L->npanels * L->k * L->nr;
+}
+
 static size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
 
 /* Scratch is 64-byte aligned and rounded up to whole cache lines. */
@@ -89,6 +112,13 @@ static int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
 static void *alloc64(int64_t bytes)
 {
     return bytes > 0 ? aligned_alloc(64, (size_t)round_up64(bytes)) : NULL;
+}
+
+/* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
+static int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
+{
+    int64_t end = g->pt + g->h < strip_rows ? g->pt + g->h : strip_rows;
+    return end > g->pt ? end - g->pt : 0;
 }
 
 /* ---- the work split, shared by i2r_predict and i2r_conv so that they agree ---- */
@@ -105,16 +135,23 @@ typedef struct {
 static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           i2r_method method, int nthreads)
 {
-    int64_t images = g->n * g->groups, pixels = g->oh * g->ow;
-    int64_t want = nthreads > images ? (nthreads + images - 1) / images : 1;
+    int64_t images = g->n * L->groups, pixels = g->oh * g->ow;
+    /* With several threads, split images into TASKS_PER_THREAD times as many tasks as
+     * threads (taken dynamically), so that a thread the OS preempts (the machine is shared;
+     * OpenBLAS threads may still be spinning) holds back only a small task. */
+    int64_t want = nthreads <= 1 ? 1
+                 : (nthreads * TASKS_PER_THREAD + images - 1) / images;
     size_t ts = dtype_size(L->dtype);
     memset(s, 0, sizeof *s);
     if (method == I2R_STRIP) {
         s->per_image = want < g->ow ? want : g->ow;
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
         s->thread_bytes = round_up64(s->strip_rows * L->kw * L->cg * (int64_t)ts);
-        if (!g->nhwc)   /* JB output columns, transposed into NCHW together */
-            s->thread_bytes += round_up64(g->oh * JB * L->ocg * (int64_t)ts);
+        if (!g->nhwc)   /* JB output columns transposed into NCHW together; SB input
+                           columns transposed from NCHW together */
+            s->thread_bytes += round_up64(g->oh * JB * L->ocg * (int64_t)ts) +
+                               round_up64(strip_input_rows(g, s->strip_rows) * SB * L->cg *
+                                          (int64_t)ts);
     } else {
         s->per_image = want < pixels ? want : pixels;
         s->chunk = (pixels + s->per_image - 1) / s->per_image;
@@ -163,19 +200,12 @@ static int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
     return (first || q == 0 || L->rot_step == 0) ? L->kw : L->rot_step;
 }
 
-/* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
-static int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
-{
-    int64_t end = g->pt + g->h < strip_rows ? g->pt + g->h : strip_rows;
-    return end > g->pt ? end - g->pt : 0;
-}
-
 static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method method,
                             const schedule *s)
 {
     int64_t per_image = 0;
     if (method == I2R_FULL)
-        return s->direct ? 0 : g->n * g->groups * g->oh * g->ow * L->k;
+        return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
     for (int64_t b = 0; b < s->per_image; b++) {
         int64_t p0, p1, r, q;
         task_positions(b, s->per_image, g->ow, &p0, &p1);
@@ -187,7 +217,7 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
             if (++q == len) { q = 0; r++; }
         }
     }
-    return g->n * g->groups * per_image * strip_input_rows(g, s->strip_rows) * L->cg;
+    return g->n * L->groups * per_image * strip_input_rows(g, s->strip_rows) * L->cg;
 }
 
 /* ---- per-dtype code ---- */
@@ -208,8 +238,9 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
 static void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes)
 {
     int64_t ts = (int64_t)dtype_size(L->dtype);
-    *pbytes = L->groups * L->nrot * L->npanels * L->k * L->nr * ts;
-    *bbytes = with_bias ? L->groups * L->npanels * L->nr * ts : 0;
+    int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
+    *pbytes = L->groups * L->nrot * rotation_size(L) * ts;
+    *bbytes = with_bias ? L->groups * bias_width * ts : 0;
 }
 
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
@@ -251,7 +282,7 @@ int64_t i2r_packed_bytes(const i2r_weights *w) { return w->packed_bytes; }
 
 static int geometry_matches(const i2r_layout *L, const i2r_geom *g)
 {
-    return g->groups == L->groups && g->kh == L->kh && g->kw == L->kw &&
+    return g->groups == L->conv_groups && g->kh == L->kh && g->kw == L->kw &&
            g->c == L->cg * L->groups && g->oc == L->ocg * L->groups && g->sw == L->sw &&
            g->dw == L->dw && g->n > 0 && g->h > 0 && g->w > 0 && g->oh > 0 && g->ow > 0 &&
            L->cg > 0 && L->ocg > 0;

@@ -5,12 +5,25 @@
 #define FN(name) CAT(name, SFX)
 
 /* Packed weights for rotation rot: row k = (kh*KW + slot)*Cg + c of panel p holds
- * w[kh][kw = (slot - rot) mod KW][c][p*NR : p*NR + NR] (zeros past OCg). */
+ * w[kh][kw = (slot - rot) mod KW][c][p*NR : p*NR + NR] (zeros past OCg). Depthwise: one
+ * (KH*KW, C) block per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c. */
 static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T *packed,
                              T *packed_bias)
 {
     const int64_t K = L->k, NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
     T *dst = packed;
+    if (L->depthwise) {   /* wm is (C, KH*KW, 1) */
+        for (int64_t ri = 0; ri < L->nrot; ri++)
+            for (int64_t kh = 0; kh < L->kh; kh++)
+                for (int64_t slot = 0; slot < KW; slot++, dst += CG) {
+                    int64_t kw = (slot - ri * L->rot_unit % KW + KW) % KW;
+                    for (int64_t c = 0; c < CG; c++)
+                        dst[c] = wm[c * L->kh * KW + kh * KW + kw];
+                }
+        if (bias)
+            memcpy(packed_bias, bias, (size_t)CG * sizeof(T));
+        return;
+    }
     for (int64_t g = 0; g < L->groups; g++) {
         const T *wg = wm + g * K * OCG;
         for (int64_t ri = 0; ri < L->nrot; ri++) {
@@ -70,28 +83,104 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
     }
 }
 
+/* Depthwise counterpart of gemm_blocked (same arguments): row i of C is the channel-wise
+ * product of the KH*KW taps of A row i with the packed (taps, C) weights. */
+static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                            int64_t nseg, int64_t seglen, int64_t seg_stride,
+                            const T *bpack, const T *bias, T *c, int64_t ldc)
+{
+    const i2r_layout *L = &w->L;
+    void (*ukernel)(size_t, size_t, size_t, size_t, const T *, const T *, const T *, T *,
+                    int) = L->dwconv;
+    for (int64_t i = 0; i < M; i++)
+        ukernel((size_t)L->cg, (size_t)nseg, (size_t)(seglen / L->cg), (size_t)seg_stride,
+                a + i * lda, bpack, bias, c + i * ldc, w->relu);
+}
+
+/* C = A * packed weights (+ bias, ReLU): the GEMM, or its depthwise counterpart. */
+static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                         int64_t nseg, int64_t seglen, int64_t seg_stride,
+                         const T *bpack, const T *bias, T *c, int64_t ldc)
+{
+    if (w->L.depthwise)
+        FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
+    else
+        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
+}
+
+/* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
+ * data. Whole tr x tr tiles go through the ISA's register transpose when dst_step is 1. */
+static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64_t cols,
+                          int64_t src_ld, T *dst, int64_t dst_ld, int64_t dst_step)
+{
+    void (*tile)(const T *, size_t, T *, size_t) = L->transpose;
+    const int64_t TR = L->tr;
+    int64_t r0 = 0;
+    if (dst_step == 1)
+        for (; r0 + TR <= rows; r0 += TR) {
+            int64_t c0 = 0;
+            for (; c0 + TR <= cols; c0 += TR)
+                tile(src + r0 * src_ld + c0, (size_t)src_ld, dst + c0 * dst_ld + r0,
+                     (size_t)dst_ld);
+            for (int64_t c = c0; c < cols; c++)
+                for (int64_t r = r0; r < r0 + TR; r++)
+                    dst[c * dst_ld + r] = src[r * src_ld + c];
+        }
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = r0; r < rows; r++)
+            dst[c * dst_ld + r * dst_step] = src[r * src_ld + c];
+}
+
+/* The input columns of one image and group, as the strip fill reads them. NHWC: in place.
+ * NCHW: through `stage`, a transposed copy ([row][column][channel]) of SB consecutive
+ * columns, refilled when a column outside it is asked for, so that each cache line of the
+ * NCHW input is read once rather than once per column (and the strip fill stays a memcpy). */
+typedef struct {
+    const T *x_img;
+    T *stage;              /* NCHW only: rows x SB x Cg */
+    int64_t s0, s1;        /* columns held in stage */
+} FN(column_source);
+
+/* Input column `col` (0 <= col < W) of the group: pointer to its row 0, rows *row_stride
+ * apart, Cg contiguous channels each. */
+static const T *FN(input_column)(const i2r_layout *L, const i2r_geom *g, int64_t group,
+                                 FN(column_source) *src, int64_t rows, int64_t col,
+                                 int64_t *row_stride)
+{
+    const int64_t CG = L->cg, c0 = group * CG;
+    if (g->nhwc) {
+        *row_stride = g->w * g->c;
+        return src->x_img + col * g->c + c0;
+    }
+    if (col < src->s0 || col >= src->s1) {
+        const int64_t plane = g->h * g->w;
+        src->s0 = col;
+        src->s1 = col + SB < g->w ? col + SB : g->w;
+        for (int64_t h = 0; h < rows; h++)   /* (Cg x columns) -> (columns x Cg) */
+            FN(transpose)(L, src->x_img + c0 * plane + h * g->w + src->s0, CG,
+                          src->s1 - src->s0, plane, src->stage + h * SB * CG, CG, 1);
+    }
+    *row_stride = SB * CG;
+    return src->stage + (col - src->s0) * CG;
+}
+
 /* Write padded input column pc of one image and group into strip slot `slot`: the rows that
  * hold input (the padding rows were zeroed once). Returns the values written. */
-static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
-                                     int64_t group, T *strip, int64_t strip_rows, int64_t slot,
-                                     int64_t pc)
+static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int64_t group,
+                                     FN(column_source) *src, T *strip, int64_t strip_rows,
+                                     int64_t slot, int64_t pc)
 {
     const int64_t CG = L->cg, KW = L->kw, rows = strip_input_rows(g, strip_rows);
-    const int64_t col = pc - g->pl, c0 = group * CG;
+    const int64_t col = pc - g->pl;
     T *dst = strip + (g->pt * KW + slot) * CG;
     if (col < 0 || col >= g->w) {
         for (int64_t h = 0; h < rows; h++, dst += KW * CG)
             memset(dst, 0, (size_t)CG * sizeof(T));
-    } else if (g->nhwc) {
-        const T *src = x_img + col * g->c + c0;
-        for (int64_t h = 0; h < rows; h++, dst += KW * CG, src += g->w * g->c)
-            memcpy(dst, src, (size_t)CG * sizeof(T));
-    } else {   /* gather from NCHW: channel c of row h at ((c0 + c)*H + h)*W + col */
-        const int64_t plane = g->h * g->w;
-        const T *src = x_img + c0 * plane + col;
-        for (int64_t h = 0; h < rows; h++, dst += KW * CG, src += g->w)
-            for (int64_t c = 0; c < CG; c++)
-                dst[c] = src[c * plane];
+    } else {
+        int64_t stride;
+        const T *in = FN(input_column)(L, g, group, src, rows, col, &stride);
+        for (int64_t h = 0; h < rows; h++, dst += KW * CG, in += stride)
+            memcpy(dst, in, (size_t)CG * sizeof(T));
     }
     return rows * CG;
 }
@@ -119,60 +208,50 @@ static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *x_im
     }
 }
 
-/* NCHW output: buf[i*ldb + jj*OCg + oc] (rows i < rows, columns jj < ncols) -> the group's
- * channels of y_img at row i, column cols[jj]. */
-static void FN(store_nchw)(const i2r_layout *L, const i2r_geom *g, const T *buf, int64_t ldb,
-                           int64_t rows, int64_t ncols, const int64_t *cols, int64_t group,
-                           T *y_img)
-{
-    const int64_t OCG = L->ocg, plane = g->oh * g->ow;
-    for (int64_t oc = 0; oc < OCG; oc++) {
-        T *yc = y_img + (group * OCG + oc) * plane;
-        for (int64_t i = 0; i < rows; i++)
-            for (int64_t jj = 0; jj < ncols; jj++)
-                yc[i * g->ow + cols[jj]] = buf[i * ldb + jj * OCG + oc];
-    }
-}
-
 static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, int64_t rot)
 {
     const i2r_layout *L = &w->L;
-    int64_t ri = rot / L->rot_unit;
-    return (const T *)w->packed + (group * L->nrot + ri) * L->npanels * L->k * L->nr;
+    return (const T *)w->packed + (group * L->nrot + rot / L->rot_unit) * rotation_size(L);
 }
 
 /* One strip task: output columns at positions [p0, p1) of image n, group `group`. */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
-                              T *strip, T *colbuf)
+                              T *strip, T *colbuf, T *stage)
 {
+    FN(column_source) src = {x_img, stage, 0, 0};
     const i2r_layout *L = &w->L;
     const int64_t KW = L->kw, CG = L->cg, t = L->col_step, row = KW * CG;
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
-    int64_t copied = 0, r, q, nbuf = 0, cols[JB];
+    int64_t copied = 0, r, q, nbuf = 0, j0 = 0;
     position_to_chain(p0, g->ow, t, &r, &q);
     for (int64_t p = p0; p < p1; p++) {
         int64_t len = (g->ow - r + t - 1) / t, j = r + q * t;
         int64_t rot = L->rot_step ? (q * L->rot_step) % KW : 0;
         int64_t taps = step_new_taps(L, p == p0, q);
         for (int64_t kw = KW - taps; kw < KW; kw++)
-            copied += FN(fill_strip_column)(L, g, x_img, group, strip, s->strip_rows,
+            copied += FN(fill_strip_column)(L, g, group, &src, strip, s->strip_rows,
                                             (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
         int64_t nseg = g->dh == 1 ? 1 : g->kh, seglen = g->dh == 1 ? L->k : row;
         if (g->nhwc) {
             T *c = y_img + j * g->oc + group * L->ocg;
-            FN(gemm_blocked)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
+            FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
                              bpack, bias, c, g->ow * g->oc);
         } else {
-            FN(gemm_blocked)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
+            FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
                              bpack, bias, colbuf + nbuf * L->ocg, JB * L->ocg);
-            cols[nbuf++] = j;
+            if (nbuf++ == 0)
+                j0 = j;
         }
         if (++q == len) { q = 0; r++; }
         /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
         if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
-            FN(store_nchw)(L, g, colbuf, JB * L->ocg, g->oh, nbuf, cols, group, y_img);
+            /* columns j0, j0+t, ... of rows 0..OH-1: colbuf[oh][jj][oc] -> y[oc][oh][j] */
+            for (int64_t oh = 0; oh < g->oh; oh++)
+                FN(transpose)(L, colbuf + oh * JB * L->ocg, nbuf, L->ocg, L->ocg,
+                                    y_img + group * L->ocg * g->oh * g->ow + oh * g->ow + j0,
+                                    g->oh * g->ow, t);
             nbuf = 0;
         }
     }
@@ -199,16 +278,12 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     }
     const T *bpack = FN(rotation_panels)(w, group, 0);
     if (g->nhwc) {
-        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias,
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias,
                          y_img + p0 * g->oc + group * L->ocg, g->oc);
     } else {
         const int64_t OCG = L->ocg, plane = g->oh * g->ow;
-        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
-        for (int64_t oc = 0; oc < OCG; oc++) {
-            T *yc = y_img + (group * OCG + oc) * plane + p0;
-            for (int64_t i = 0; i < M; i++)
-                yc[i] = cbuf[i * OCG + oc];
-        }
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
+        FN(transpose)(L, cbuf, M, OCG, OCG, y_img + group * OCG * plane + p0, plane, 1);
     }
     return copied;
 }
@@ -242,6 +317,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     make_schedule(&s, L, g, method, nthreads);
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t strip_bytes = round_up64(s.strip_rows * L->kw * L->cg * (int64_t)sizeof(T));
+    const int64_t colbuf_bytes = g->nhwc ? 0 : round_up64(g->oh * JB * L->ocg * (int64_t)sizeof(T));
     int64_t copied = 0;
     int failed = 0;
 
@@ -255,13 +331,13 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
         else
             FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
 #ifdef I2R_HAVE_OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
         for (int64_t task = 0; task < s.ntasks; task++) {
             if (failed)
                 continue;
             int64_t b = task % s.per_image, ng = task / s.per_image;
-            int64_t n = ng / g->groups, group = ng % g->groups;
+            int64_t n = ng / L->groups, group = ng % L->groups;
             const T *x_img = x + n * x_image;
             T *y_img = y + n * y_image;
             if (method == I2R_STRIP) {
@@ -269,7 +345,9 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                 task_positions(b, s.per_image, g->ow, &p0, &p1);
                 if (p0 < p1)
                     copied += FN(strip_task)(w, g, &s, x_img, y_img, group, p0, p1, scratch,
-                                             scratch + strip_bytes / (int64_t)sizeof(T));
+                                             scratch + strip_bytes / (int64_t)sizeof(T),
+                                             scratch + (strip_bytes + colbuf_bytes) /
+                                                       (int64_t)sizeof(T));
             } else {
                 int64_t pixels = g->oh * g->ow, p0 = b * s.chunk;
                 int64_t p1 = p0 + s.chunk < pixels ? p0 + s.chunk : pixels;

@@ -23,10 +23,30 @@ typedef void (*gemm_f64_fn)(size_t mr, size_t nr, size_t kc, const double *a, si
                             const double *b, double *c, size_t ldc, const double *bias,
                             int flags);
 
+/* Depthwise convolution of one output pixel over all channels (dwconv_ukernel.template.h). */
+typedef void (*dwconv_f32_fn)(size_t channels, size_t nseg, size_t seg_taps,
+                              size_t seg_stride, const float *a, const float *w,
+                              const float *bias, float *out, int relu);
+typedef void (*dwconv_f64_fn)(size_t channels, size_t nseg, size_t seg_taps,
+                              size_t seg_stride, const double *a, const double *w,
+                              const double *bias, double *out, int relu);
+
 typedef struct {
     int mr, nr;      /* register tile */
     void *fn;        /* gemm_f32_fn or gemm_f64_fn */
+    void *dwconv;    /* dwconv_f32_fn or dwconv_f64_fn */
+    int tr;          /* tile of the transpose kernel: 8 (f32) or 4 (f64) */
+    void *transpose; /* transpose_f32_fn or transpose_f64_fn */
 } gemm_kernel;
+
+/* dst[c*dst_ld + r] = src[r*src_ld + c] for one tr x tr tile (NCHW <-> NHWC-ordered data). */
+typedef void (*transpose_f32_fn)(const float *src, size_t src_ld, float *dst, size_t dst_ld);
+typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
+                                 size_t dst_ld);
+#define TRANSPOSE_DECLARE(name, T) \
+    void name(const T *src, size_t src_ld, T *dst, size_t dst_ld)
+TRANSPOSE_DECLARE(transpose_f32_8x8_generic, float);
+TRANSPOSE_DECLARE(transpose_f64_4x4_generic, double);
 
 /* The microkernel of an ISA level and dtype. */
 gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
@@ -34,7 +54,12 @@ gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
               size_t ldc, const T *bias, int flags)
+#define DWCONV_DECLARE(name, T) \
+    void name(size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride, const T *a, \
+              const T *w, const T *bias, T *out, int relu)
 GEMM_DECLARE(gemm_f32_4x16_generic, float);
+DWCONV_DECLARE(dwconv_f32_generic, float);
+DWCONV_DECLARE(dwconv_f64_generic, double);
 GEMM_DECLARE(gemm_f64_4x8_generic, double);
 #if defined(__x86_64__) && defined(__GNUC__)
 #define I2R_X86 1
@@ -42,6 +67,12 @@ GEMM_DECLARE(gemm_f32_6x16_avx2, float);
 GEMM_DECLARE(gemm_f64_6x8_avx2, double);
 GEMM_DECLARE(gemm_f32_14x32_avx512, float);
 GEMM_DECLARE(gemm_f64_14x16_avx512, double);
+DWCONV_DECLARE(dwconv_f32_avx2, float);
+TRANSPOSE_DECLARE(transpose_f32_8x8_avx2, float);
+TRANSPOSE_DECLARE(transpose_f64_4x4_avx2, double);
+DWCONV_DECLARE(dwconv_f64_avx2, double);
+DWCONV_DECLARE(dwconv_f32_avx512, float);
+DWCONV_DECLARE(dwconv_f64_avx512, double);
 #endif
 
 #endif

@@ -30,6 +30,9 @@ static inline __m256i lane_mask_64(int n)
 #define V_FMA(a, b, acc) _mm256_fmadd_ps(a, b, acc)
 #define V_MAX(a, b) _mm256_max_ps(a, b)
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f32_avx2
+#define DWV 4
+#include "dwconv_ukernel.template.h"
 
 #define T double
 #define V __m256d
@@ -46,4 +49,42 @@ static inline __m256i lane_mask_64(int n)
 #define V_FMA(a, b, acc) _mm256_fmadd_pd(a, b, acc)
 #define V_MAX(a, b) _mm256_max_pd(a, b)
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f64_avx2
+#define DWV 4
+#include "dwconv_ukernel.template.h"
+
+/* 8x8 f32 and 4x4 f64 transposes in registers: dst[c*dst_ld + r] = src[r*src_ld + c]. Only
+ * AVX instructions, so the AVX-512 level uses them too. */
+void transpose_f32_8x8_avx2(const float *src, size_t src_ld, float *dst, size_t dst_ld)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + i * src_ld);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(dst + i * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+void transpose_f64_4x4_avx2(const double *src, size_t src_ld, double *dst, size_t dst_ld)
+{
+    __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + src_ld);
+    __m256d r2 = _mm256_loadu_pd(src + 2 * src_ld), r3 = _mm256_loadu_pd(src + 3 * src_ld);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + dst_ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * dst_ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * dst_ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
 #endif

@@ -23,6 +23,9 @@
 #define V_FMA(a, b, acc) _mm512_fmadd_ps(a, b, acc)
 #define V_MAX(a, b) _mm512_max_ps(a, b)
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f32_avx512
+#define DWV 4
+#include "dwconv_ukernel.template.h"
 
 #define T double
 #define V __m512d
@@ -39,4 +42,7 @@
 #define V_FMA(a, b, acc) _mm512_fmadd_pd(a, b, acc)
 #define V_MAX(a, b) _mm512_max_pd(a, b)
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f64_avx512
+#define DWV 4
+#include "dwconv_ukernel.template.h"
 #endif

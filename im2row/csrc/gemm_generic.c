@@ -10,13 +10,16 @@
 #define KNAME gemm_f32_4x16_generic
 #define V_ZERO() 0.0f
 #define V_LOAD(p) (*(p))
-#define V_LOAD_N(p, n) (*(p))
+#define V_LOAD_N(p, n) ((void)(n), *(p))
 #define V_STORE(p, v) (*(p) = (v))
-#define V_STORE_N(p, v, n) (*(p) = (v))
+#define V_STORE_N(p, v, n) ((void)(n), *(p) = (v))
 #define V_BCAST(p) (*(p))
 #define V_FMA(a, b, acc) ((a) * (b) + (acc))
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f32_generic
+#define DWV 8
+#include "dwconv_ukernel.template.h"
 
 #define T double
 #define V double
@@ -26,10 +29,29 @@
 #define KNAME gemm_f64_4x8_generic
 #define V_ZERO() 0.0
 #define V_LOAD(p) (*(p))
-#define V_LOAD_N(p, n) (*(p))
+#define V_LOAD_N(p, n) ((void)(n), *(p))
 #define V_STORE(p, v) (*(p) = (v))
-#define V_STORE_N(p, v, n) (*(p) = (v))
+#define V_STORE_N(p, v, n) ((void)(n), *(p) = (v))
 #define V_BCAST(p) (*(p))
 #define V_FMA(a, b, acc) ((a) * (b) + (acc))
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
+#define DWNAME dwconv_f64_generic
+#define DWV 8
+#include "dwconv_ukernel.template.h"
+
+
+/* Portable 8x8 f32 / 4x4 f64 transposes: dst[c*dst_ld + r] = src[r*src_ld + c]. */
+void transpose_f32_8x8_generic(const float *src, size_t src_ld, float *dst, size_t dst_ld)
+{
+    for (size_t r = 0; r < 8; r++)
+        for (size_t c = 0; c < 8; c++)
+            dst[c * dst_ld + r] = src[r * src_ld + c];
+}
+
+void transpose_f64_4x4_generic(const double *src, size_t src_ld, double *dst, size_t dst_ld)
+{
+    for (size_t r = 0; r < 4; r++)
+        for (size_t c = 0; c < 4; c++)
+            dst[c * dst_ld + r] = src[r * src_ld + c];
+}

@@ -4,7 +4,7 @@
  *   V_BCAST(p) (broadcast *p), V_FMA(a, b, acc) (a*b + acc), V_MAX(a, b).
  * The loops over MR and NRV have constant bounds and are fully unrolled, so acc[][] lives in
  * registers (14x32 f32 on AVX-512: 28 zmm accumulators, 2 B loads and 14 broadcasts per
- * 28 FMAs).
+ * 28 FMAs). Include dwconv_ukernel.template.h right after it: it reuses the macros.
  */
 #define NR_ (NRV * VN)
 
@@ -88,17 +88,4 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
 }
 
 #undef NR_
-#undef T
-#undef V
-#undef VN
-#undef MR
-#undef NRV
-#undef KNAME
-#undef V_ZERO
-#undef V_LOAD
-#undef V_LOAD_N
-#undef V_STORE
-#undef V_STORE_N
-#undef V_BCAST
-#undef V_FMA
-#undef V_MAX
+/* the vector macros stay defined for dwconv_ukernel.template.h, which undefines them */
