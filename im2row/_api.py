@@ -16,9 +16,13 @@ __version__ = "0.1.0"
 
 COMPILED_METHODS = ("i2r", "im2row")
 ACTIVATIONS = (None, "relu")
-# Below this many output pixels per image, one GEMM over the image's whole im2row matrix beats
-# one GEMM per output column (the column GEMMs would be too short to fill the register tile).
-SMALL_MAP_PIXELS = 256
+# "auto": the strip's column GEMMs have OH rows. Below STRIP_MIN_ROWS rows, or when OH fills
+# the register tiles (MR rows) poorly, one GEMM over the image's whole im2row matrix is
+# faster, as long as that matrix stays small (FULL_MAX_BYTES).
+STRIP_MIN_ROWS = 28
+STRIP_MIN_TILE_FILL = 0.75
+FULL_MAX_BYTES = 8 << 20
+TILE_ROWS = {"generic": 4, "avx2": 6, "avx512": 14}
 
 
 class Conv2d:
@@ -160,8 +164,13 @@ class Conv2d:
 
 
 def choose_compiled_method(spec):
-    """'auto' with the extension: the strip for maps big enough to fill the column GEMMs."""
-    return "im2row" if spec.oh * spec.ow <= SMALL_MAP_PIXELS else "i2r"
+    """What "auto" runs when the extension is there: "i2r" unless the column GEMMs would be
+    short or ragged and the image's im2row matrix is small (see STRIP_MIN_ROWS)."""
+    mr = TILE_ROWS.get(_backend.isa(), 4)
+    tile_fill = spec.oh / (-(-spec.oh // mr) * mr)
+    full_bytes = spec.oh * spec.ow * spec.cg * spec.kh * spec.kw * spec.dtype.itemsize
+    strip_ok = spec.oh >= STRIP_MIN_ROWS and tile_fill >= STRIP_MIN_TILE_FILL
+    return "i2r" if strip_ok or full_bytes > FULL_MAX_BYTES else "im2row"
 
 
 def spec_geometry(spec):

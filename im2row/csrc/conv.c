@@ -32,7 +32,9 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
        JB = 16,           /* output columns gathered before an NCHW output is transposed */
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */
-       TASKS_PER_THREAD = 4 };
+       TASKS_PER_THREAD = 4,
+       MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
+       STACK_ROWS = 512 };/* I2R_FULL: small images are stacked into GEMMs of this many rows */
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
  * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
@@ -124,27 +126,33 @@ static int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
 /* ---- the work split, shared by i2r_predict and i2r_conv so that they agree ---- */
 
 typedef struct {
-    int64_t ntasks, per_image;   /* tasks = N * G * per_image (column blocks or pixel chunks) */
-    int64_t chunk;               /* I2R_FULL: pixels per task */
+    int64_t ntasks;
+    int64_t parts;               /* I2R_STRIP: column blocks per image and group;
+                                    I2R_FULL: pixel chunks per group (over the whole batch) */
+    int64_t chunk;               /* I2R_FULL: pixels (im2row rows) per task */
     int64_t strip_rows;          /* I2R_STRIP: padded input rows the GEMMs read */
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
 } schedule;
 
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           i2r_method method, int nthreads)
 {
-    int64_t images = g->n * L->groups, pixels = g->oh * g->ow;
-    /* With several threads, split images into TASKS_PER_THREAD times as many tasks as
-     * threads (taken dynamically), so that a thread the OS preempts (the machine is shared;
-     * OpenBLAS threads may still be spinning) holds back only a small task. */
-    int64_t want = nthreads <= 1 ? 1
-                 : (nthreads * TASKS_PER_THREAD + images - 1) / images;
     size_t ts = dtype_size(L->dtype);
     memset(s, 0, sizeof *s);
+    /* With several threads, aim at TASKS_PER_THREAD times as many tasks as threads (taken
+     * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
+     * threads may still be spinning) holds back only a small task. */
+    int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
     if (method == I2R_STRIP) {
-        s->per_image = want < g->ow ? want : g->ow;
+        int64_t images = g->n * L->groups;
+        s->parts = min64(want > images ? cdiv(want, images) : 1, g->ow);
+        s->ntasks = images * s->parts;
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
         s->thread_bytes = round_up64(s->strip_rows * L->kw * L->cg * (int64_t)ts);
         if (!g->nhwc)   /* JB output columns transposed into NCHW together; SB input
@@ -153,17 +161,24 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                                round_up64(strip_input_rows(g, s->strip_rows) * SB * L->cg *
                                           (int64_t)ts);
     } else {
-        s->per_image = want < pixels ? want : pixels;
-        s->chunk = (pixels + s->per_image - 1) / s->per_image;
+        /* One GEMM per image's im2row matrix; small images are stacked into GEMMs of up to
+         * STACK_ROWS rows (more rows per pass over the weights); threads get chunks of at
+         * least MIN_ROWS rows where there are enough. */
+        int64_t total = g->n * g->oh * g->ow;
+        int64_t chunk = cdiv(total, max64(1, cdiv(want, L->groups)));
+        chunk = max64(chunk, min64(MIN_ROWS * L->mr, cdiv(total, nthreads)));
+        chunk = min64(chunk, min64(total, max64(g->oh * g->ow, STACK_ROWS)));
+        s->chunk = chunk;
+        s->parts = cdiv(total, chunk);
+        s->ntasks = L->groups * s->parts;
         s->direct = g->nhwc && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
                     g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
         if (!s->direct)
-            s->thread_bytes = round_up64(s->chunk * L->k * (int64_t)ts);
+            s->thread_bytes = round_up64(chunk * L->k * (int64_t)ts);
         if (!g->nhwc)
-            s->thread_bytes += round_up64(s->chunk * L->ocg * (int64_t)ts);
+            s->thread_bytes += round_up64(chunk * L->ocg * (int64_t)ts);
     }
-    s->ntasks = images * s->per_image;
-    s->threads = nthreads < s->ntasks ? nthreads : s->ntasks;
+    s->threads = min64(nthreads, s->ntasks);
 #ifndef I2R_HAVE_OPENMP
     s->threads = 1;
 #endif
@@ -173,10 +188,10 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
 
 /* Output columns [p0, p1) of a strip task, in chain order: positions enumerate chain 0
  * (columns 0, t, 2t, ...), then chain 1, ... */
-static void task_positions(int64_t b, int64_t per_image, int64_t ow, int64_t *p0, int64_t *p1)
+static void task_positions(int64_t b, int64_t parts, int64_t ow, int64_t *p0, int64_t *p1)
 {
-    *p0 = b * ow / per_image;
-    *p1 = (b + 1) * ow / per_image;
+    *p0 = b * ow / parts;
+    *p1 = (b + 1) * ow / parts;
 }
 
 /* Position p -> chain r and index q in the chain (column j = r + q*t). */
@@ -206,9 +221,9 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
     int64_t per_image = 0;
     if (method == I2R_FULL)
         return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
-    for (int64_t b = 0; b < s->per_image; b++) {
+    for (int64_t b = 0; b < s->parts; b++) {
         int64_t p0, p1, r, q;
-        task_positions(b, s->per_image, g->ow, &p0, &p1);
+        task_positions(b, s->parts, g->ow, &p0, &p1);
         if (p0 >= p1) continue;
         position_to_chain(p0, g->ow, L->col_step, &r, &q);
         for (int64_t p = p0; p < p1; p++) {

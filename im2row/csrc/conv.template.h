@@ -48,9 +48,10 @@ static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T 
 }
 
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
- * seglen contiguous values seg_stride apart. Blocked as K blocks of <= KC values inside a
- * segment (the B block stays in L1), M blocks of MC_TILES register tiles (A in L2), and NR
- * panels; the register tile accumulates in C across K blocks. */
+ * seglen contiguous values seg_stride apart. Blocked as in BLIS: K blocks of <= KC values
+ * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
+ * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
+ * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              int64_t nseg, int64_t seglen, int64_t seg_stride,
                              const T *bpack, const T *bias, T *c, int64_t ldc)
@@ -59,14 +60,14 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
     const GEMM_FN ukernel = (GEMM_FN)L->fn;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
     const int64_t nkb = (seglen + KC - 1) / KC, kcs = (seglen + nkb - 1) / nkb;
-    for (int64_t m0 = 0; m0 < M; m0 += MC) {
-        int64_t mc = M - m0 < MC ? M - m0 : MC;
-        for (int64_t s = 0; s < nseg; s++)
-            for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
-                int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
-                int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
-                int flags = (first ? 0 : GEMM_ACCUMULATE) |
-                            (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
+    for (int64_t s = 0; s < nseg; s++)
+        for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
+            int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
+            int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
+            int flags = (first ? 0 : GEMM_ACCUMULATE) |
+                        (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
+            for (int64_t m0 = 0; m0 < M; m0 += MC) {
+                int64_t mc = M - m0 < MC ? M - m0 : MC;
                 const T *ablk = a + m0 * lda + s * seg_stride + k0;
                 for (int64_t p = 0; p < L->npanels; p++) {
                     int64_t nr = L->ocg - p * NR < NR ? L->ocg - p * NR : NR;
@@ -80,7 +81,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                     }
                 }
             }
-    }
+        }
 }
 
 /* Depthwise counterpart of gemm_blocked (same arguments): row i of C is the channel-wise
@@ -185,13 +186,16 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
     return rows * CG;
 }
 
-/* Rows [p0, p1) of the traditional im2row matrix of one image and group, (kh, kw, c) order. */
-static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
-                           int64_t group, int64_t p0, int64_t p1, T *buf)
+/* Rows [p0, p1) of the traditional im2row matrix of the batch (row p: image p / (OH*OW),
+ * output pixel p % (OH*OW)) for one group, columns in (kh, kw, c) order. */
+static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *x, int64_t group,
+                           int64_t p0, int64_t p1, T *buf)
 {
     const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w;
+    const int64_t opix = g->oh * g->ow, x_image = g->c * plane;
     for (int64_t p = p0; p < p1; p++) {
-        int64_t oh = p / g->ow, ow = p % g->ow;
+        const T *x_img = x + (p / opix) * x_image;
+        int64_t oh = p % opix / g->ow, ow = p % g->ow;
         for (int64_t kh = 0; kh < g->kh; kh++) {
             int64_t h = oh * g->sh + kh * g->dh - g->pt;
             for (int64_t kw = 0; kw < g->kw; kw++, buf += CG) {
@@ -258,9 +262,10 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
     return copied;
 }
 
-/* One im2row task: output pixels [p0, p1) of one image and group, one GEMM. */
+/* One im2row task: rows [p0, p1) of the batch's im2row matrix (output pixels of possibly
+ * several images) for one group, one GEMM. */
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
-                             const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
+                             const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
                              T *buf, T *cbuf)
 {
     const i2r_layout *L = &w->L;
@@ -268,22 +273,27 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const T *a;
     int64_t lda, M = p1 - p0, copied = 0;
     if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix */
-        a = x_img + p0 * g->c + group * L->cg;
+        a = x + p0 * g->c + group * L->cg;
         lda = g->c;
     } else {
-        FN(lower_rows)(L, g, x_img, group, p0, p1, buf);
+        FN(lower_rows)(L, g, x, group, p0, p1, buf);
         a = buf;
         lda = L->k;
         copied = M * L->k;
     }
     const T *bpack = FN(rotation_panels)(w, group, 0);
-    if (g->nhwc) {
-        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias,
-                         y_img + p0 * g->oc + group * L->ocg, g->oc);
-    } else {
-        const int64_t OCG = L->ocg, plane = g->oh * g->ow;
-        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
-        FN(transpose)(L, cbuf, M, OCG, OCG, y_img + group * OCG * plane + p0, plane, 1);
+    if (g->nhwc) {     /* NHWC rows of consecutive images are consecutive */
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, y + p0 * g->oc + group * L->ocg,
+                     g->oc);
+        return copied;
+    }
+    const int64_t OCG = L->ocg, opix = g->oh * g->ow;
+    FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
+    for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
+        int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
+        FN(transpose)(L, cbuf + (p - p0) * OCG, end - p, OCG, OCG,
+                      y + (n * g->oc + group * OCG) * opix + p % opix, opix, 1);
+        p = end;
     }
     return copied;
 }
@@ -336,25 +346,22 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
         for (int64_t task = 0; task < s.ntasks; task++) {
             if (failed)
                 continue;
-            int64_t b = task % s.per_image, ng = task / s.per_image;
-            int64_t n = ng / L->groups, group = ng % L->groups;
-            const T *x_img = x + n * x_image;
-            T *y_img = y + n * y_image;
+            int64_t b = task % s.parts;
             if (method == I2R_STRIP) {
-                int64_t p0, p1;
-                task_positions(b, s.per_image, g->ow, &p0, &p1);
+                int64_t ng = task / s.parts, n = ng / L->groups, group = ng % L->groups, p0, p1;
+                task_positions(b, s.parts, g->ow, &p0, &p1);
                 if (p0 < p1)
-                    copied += FN(strip_task)(w, g, &s, x_img, y_img, group, p0, p1, scratch,
+                    copied += FN(strip_task)(w, g, &s, x + n * x_image, y + n * y_image, group,
+                                             p0, p1, scratch,
                                              scratch + strip_bytes / (int64_t)sizeof(T),
                                              scratch + (strip_bytes + colbuf_bytes) /
                                                        (int64_t)sizeof(T));
             } else {
-                int64_t pixels = g->oh * g->ow, p0 = b * s.chunk;
-                int64_t p1 = p0 + s.chunk < pixels ? p0 + s.chunk : pixels;
+                int64_t group = task / s.parts, p0 = b * s.chunk;
+                int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
                 int64_t abytes = s.direct ? 0 : round_up64(s.chunk * L->k * (int64_t)sizeof(T));
-                if (p0 < p1)
-                    copied += FN(full_task)(w, g, &s, x_img, y_img, group, p0, p1, scratch,
-                                            scratch + abytes / (int64_t)sizeof(T));
+                copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, scratch,
+                                        scratch + abytes / (int64_t)sizeof(T));
             }
         }
         free(scratch);
