@@ -175,8 +175,10 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                     g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
         if (!s->direct)
             s->thread_bytes = round_up64(chunk * L->k * (int64_t)ts);
-        if (!g->nhwc)
-            s->thread_bytes += round_up64(chunk * L->ocg * (int64_t)ts);
+        if (!g->nhwc)   /* the GEMM result before its transpose into NCHW, and the input
+                           rows transposed out of NCHW (at most one image-group) */
+            s->thread_bytes += round_up64(chunk * L->ocg * (int64_t)ts) +
+                               round_up64(g->h * g->w * L->cg * (int64_t)ts);
     }
     s->threads = min64(nthreads, s->ntasks);
 #ifndef I2R_HAVE_OPENMP

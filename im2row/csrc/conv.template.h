@@ -109,6 +109,29 @@ static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int
         FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
 }
 
+/* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
+ * values a plain loop beats a call to memcpy/memset (setup.py's -fno-tree-loop-distribute-
+ * patterns keeps gcc from turning the loop back into that call). */
+static inline void FN(copy_channels)(T *dst, const T *src, int64_t n)
+{
+    if (n >= 16) {
+        memcpy(dst, src, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+static inline void FN(zero_channels)(T *dst, int64_t n)
+{
+    if (n >= 16) {
+        memset(dst, 0, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (T)0;
+}
+
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
  * data. Whole tr x tr tiles go through the ISA's register transpose when dst_step is 1. */
 static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64_t cols,
@@ -176,39 +199,61 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
     T *dst = strip + (g->pt * KW + slot) * CG;
     if (col < 0 || col >= g->w) {
         for (int64_t h = 0; h < rows; h++, dst += KW * CG)
-            memset(dst, 0, (size_t)CG * sizeof(T));
+            FN(zero_channels)(dst, CG);
     } else {
         int64_t stride;
         const T *in = FN(input_column)(L, g, group, src, rows, col, &stride);
         for (int64_t h = 0; h < rows; h++, dst += KW * CG, in += stride)
-            memcpy(dst, in, (size_t)CG * sizeof(T));
+            FN(copy_channels)(dst, in, CG);
     }
     return rows * CG;
 }
 
-/* Rows [p0, p1) of the traditional im2row matrix of the batch (row p: image p / (OH*OW),
- * output pixel p % (OH*OW)) for one group, columns in (kh, kw, c) order. */
-static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *x, int64_t group,
-                           int64_t p0, int64_t p1, T *buf)
+/* Rows [pix0, pix1) (output pixels of one image) of the im2row matrix of one group, columns
+ * in (kh, kw, c) order. The input rows [h0, H) of the group are read as NHWC-ordered rows:
+ * row h at src + (h - h0)*hs, column w at + w*ws, Cg contiguous channels. */
+static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src, int64_t hs,
+                           int64_t ws, int64_t h0, int64_t pix0, int64_t pix1, T *buf)
 {
-    const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w;
-    const int64_t opix = g->oh * g->ow, x_image = g->c * plane;
-    for (int64_t p = p0; p < p1; p++) {
-        const T *x_img = x + (p / opix) * x_image;
-        int64_t oh = p % opix / g->ow, ow = p % g->ow;
+    const int64_t CG = L->cg;
+    for (int64_t p = pix0; p < pix1; p++) {
+        int64_t oh = p / g->ow, ow = p % g->ow;
         for (int64_t kh = 0; kh < g->kh; kh++) {
             int64_t h = oh * g->sh + kh * g->dh - g->pt;
             for (int64_t kw = 0; kw < g->kw; kw++, buf += CG) {
                 int64_t col = ow * g->sw + kw * g->dw - g->pl;
                 if (h < 0 || h >= g->h || col < 0 || col >= g->w)
-                    memset(buf, 0, (size_t)CG * sizeof(T));
-                else if (g->nhwc)
-                    memcpy(buf, x_img + (h * g->w + col) * g->c + c0, (size_t)CG * sizeof(T));
+                    FN(zero_channels)(buf, CG);
                 else
-                    for (int64_t c = 0; c < CG; c++)
-                        buf[c] = x_img[(c0 + c) * plane + h * g->w + col];
+                    FN(copy_channels)(buf, src + (h - h0) * hs + col * ws, CG);
             }
         }
+    }
+}
+
+/* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
+ * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
+ * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels. */
+static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T *x,
+                                 int64_t group, int64_t p0, int64_t p1, T *buf, T *slab)
+{
+    const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w, opix = g->oh * g->ow;
+    for (int64_t p = p0; p < p1;) {
+        int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
+        int64_t pix0 = p - n * opix, pix1 = end - n * opix;
+        const T *x_img = x + n * g->c * plane;
+        if (g->nhwc) {
+            FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
+        } else {
+            int64_t h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
+            int64_t h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
+            for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
+                FN(transpose)(L, x_img + c0 * plane + h * g->w, CG, g->w, plane,
+                              slab + (h - h0) * g->w * CG, CG, 1);
+            FN(lower_rows)(L, g, slab, g->w * CG, CG, h0, pix0, pix1, buf);
+        }
+        buf += (end - p) * L->k;
+        p = end;
     }
 }
 
@@ -266,7 +311,7 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
  * several images) for one group, one GEMM. */
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
-                             T *buf, T *cbuf)
+                             T *buf, T *cbuf, T *slab)
 {
     const i2r_layout *L = &w->L;
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
@@ -276,7 +321,7 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         a = x + p0 * g->c + group * L->cg;
         lda = g->c;
     } else {
-        FN(lower_rows)(L, g, x, group, p0, p1, buf);
+        FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, slab);
         a = buf;
         lda = L->k;
         copied = M * L->k;
@@ -328,6 +373,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t strip_bytes = round_up64(s.strip_rows * L->kw * L->cg * (int64_t)sizeof(T));
     const int64_t colbuf_bytes = g->nhwc ? 0 : round_up64(g->oh * JB * L->ocg * (int64_t)sizeof(T));
+    const int64_t abytes = s.direct ? 0 : round_up64(s.chunk * L->k * (int64_t)sizeof(T));
+    const int64_t cbytes = g->nhwc ? 0 : round_up64(s.chunk * L->ocg * (int64_t)sizeof(T));
     int64_t copied = 0;
     int failed = 0;
 
@@ -359,9 +406,9 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
             } else {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
-                int64_t abytes = s.direct ? 0 : round_up64(s.chunk * L->k * (int64_t)sizeof(T));
                 copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, scratch,
-                                        scratch + abytes / (int64_t)sizeof(T));
+                                        scratch + abytes / (int64_t)sizeof(T),
+                                        scratch + (abytes + cbytes) / (int64_t)sizeof(T));
             }
         }
         free(scratch);
