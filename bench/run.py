@@ -1,0 +1,315 @@
+"""im2row microbenchmarks: im2row's methods against PyTorch and NumPy, time and memory.
+
+    python bench/run.py                      # the layer suite, N=1 and 8, 1 and all threads
+    python bench/run.py --quick              # the same, fewer rounds, slow contenders skipped
+    python bench/run.py --scaling            # time and memory against the image size
+    python bench/run.py --gemm               # the package's GEMM alone against numpy matmul
+    python bench/run.py --json run.json --plot run.png
+    python bench/run.py --compare old.json new.json
+    python bench/run.py --layer mine:64,56,128,3x3,1,1 --layers mine,r3x3_56
+
+Markdown tables go to stdout, progress to stderr. See --help for every option.
+"""
+# First, before anything imports numpy: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some
+# machines) are read when OpenBLAS loads and slow current OpenBLAS down, so run again without
+# them. What was removed is passed on, to be recorded with the results.
+import os
+import sys
+
+_OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_UNSET_VARIABLE = "IM2ROW_BENCH_UNSET_OPENBLAS"   # machine.UNSET_VARIABLE
+
+
+def _restart_without_openblas_overrides():
+    found = {k: os.environ[k] for k in _OPENBLAS_OVERRIDES if k in os.environ}
+    if not found:
+        return
+    env = {k: v for k, v in os.environ.items() if k not in _OPENBLAS_OVERRIDES}
+    env[_UNSET_VARIABLE] = ";".join(f"{k}={v}" for k, v in found.items())
+    args = getattr(sys, "orig_argv", None)
+    argv = [sys.executable] + (args[1:] if args else [os.path.abspath(__file__)] + sys.argv[1:])
+    try:
+        os.execve(sys.executable, argv, env)
+    except OSError:       # cannot re-exec: unsetting in place works while numpy is not loaded
+        for k in found:
+            del os.environ[k]
+        os.environ[_UNSET_VARIABLE] = env[_UNSET_VARIABLE]
+
+
+if __name__ == "__main__":
+    _restart_without_openblas_overrides()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+
+import im2row  # noqa: E402
+import layers as layer_defs  # noqa: E402
+import studies  # noqa: E402
+from compare import render_comparison  # noqa: E402
+from contenders import (LAYOUTS, ThreadControl, im2row_contenders, load_torch,  # noqa: E402
+                        torch_contenders)
+from machine import available_cpus, describe_machine  # noqa: E402
+from plot import INSTALL_HINT, matplotlib_available, save_plot  # noqa: E402
+from report import GIB, render  # noqa: E402
+from timing import Progress, TimingOptions  # noqa: E402
+
+# Per mode: rounds, sample length, SGEMM probe size, per-call limit (ms), batch sizes.
+MODES = {
+    "full": dict(rounds=7, sample_ms=20.0, sgemm_size=1024, max_call_ms=None, batch="1,8"),
+    "quick": dict(rounds=3, sample_ms=5.0, sgemm_size=512, max_call_ms=150.0, batch="1,8"),
+    "smoke": dict(rounds=2, sample_ms=0.0, sgemm_size=64, max_call_ms=None, batch="1,2"),
+}
+SCALING_SIZES = (56, 112, 224, 448, 1024, 2048)
+SMOKE_SCALING_SIZES = (8, 16)
+SMOKE_MEMORY_BUDGET = 512 << 10          # small enough that the smoke run shows "would need"
+GEMM_SQUARES = (256, 512, 768, 1024)
+SMOKE_GEMM_SQUARES = (32, 64)
+MEMORY_CURVE_SIZES = (56, 79, 112, 158, 224, 317, 448, 634, 896, 1267, 1792, 2048)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python bench/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Layer spec: {layer_defs.SPEC_FORM} (see bench/layers.py). Suite: "
+               + ", ".join(layer.name for layer in layer_defs.SUITE))
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="about a minute: 3 rounds, short samples, SGEMM probe 512^3; a "
+                           "contender slower than --max-call-ms (150) per call and 2x the "
+                           "fastest on a case is skipped (noted in the table)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny layers, every study, seconds: checks that everything runs")
+    what = p.add_argument_group("what to run")
+    what.add_argument("--layers", metavar="NAMES",
+                      help="comma-separated subset of the suite and --layer names, in order")
+    what.add_argument("--layer", action="append", default=[], metavar="SPEC",
+                      help="add a layer, e.g. mine:64,56,128,3x3,1,1[,groups=G][,dilation=D]")
+    what.add_argument("--layer-file", metavar="PATH",
+                      help="add layers from a file, one spec per line ('#' comments)")
+    what.add_argument("--batch", metavar="N,N", help="batch sizes (default 1,8)")
+    what.add_argument("--threads", metavar="T,T",
+                      help="thread counts, numbers or 'all' (default: 1,all; scaling: all)")
+    what.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    what.add_argument("--suite", action="store_true",
+                      help="run the layer suite too when --scaling or --gemm is given")
+    what.add_argument("--scaling", action="store_true",
+                      help="time and memory of a 3x3 64->64 layer against H=W (56..2048)")
+    what.add_argument("--scaling-sizes", metavar="S,S",
+                      help=f"image sizes for --scaling (default "
+                           f"{','.join(map(str, SCALING_SIZES))})")
+    what.add_argument("--memory-budget", type=float, metavar="GIB",
+                      help="--scaling runs no method predicted to need more (default: "
+                           "min(4, half the available memory))")
+    what.add_argument("--gemm", action="store_true",
+                      help="the package's GEMM alone against numpy matmul")
+    what.add_argument("--gemm-squares", metavar="S,S",
+                      help=f"square GEMM sizes for --gemm (default "
+                           f"{','.join(map(str, GEMM_SQUARES))})")
+    timing = p.add_argument_group("timing")
+    timing.add_argument("--rounds", type=int, help="interleaved rounds per case")
+    timing.add_argument("--sample-ms", type=float, help="repeat short calls up to this per sample")
+    timing.add_argument("--max-call-ms", type=float,
+                        help="skip a contender whose call takes longer and 2x the "
+                             "fastest's (default: none; --quick: 150)")
+    timing.add_argument("--sgemm-size", type=int, help="SGEMM probe size (default 1024; "
+                                                       "--quick 512)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", help="save every raw timing and the machine")
+    out.add_argument("--plot", metavar="PATH.png", help="save a figure (needs matplotlib)")
+    out.add_argument("--load", metavar="PATH.json",
+                     help="do not run: print the tables (and --plot) of a saved run")
+    out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                     help="do not run: print time in A / time in B per case and contender")
+    out.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    return p
+
+
+def int_list(text, what, parser, allow_all=False):
+    values = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        if allow_all and item == "all":
+            values.append(available_cpus())
+        elif item.isdigit() and int(item) > 0:
+            values.append(int(item))
+        else:
+            parser.error(f"{what}: expected positive integers{' or all' * allow_all}, "
+                         f"got {item!r}")
+    if not values:
+        parser.error(f"{what}: empty list")
+    return sorted(set(values), key=values.index)
+
+
+def settings_from_args(args, parser):
+    """Everything a run needs, from the mode defaults and the options given."""
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    d = MODES[mode]
+    max_call_ms = args.max_call_ms if args.max_call_ms is not None else d["max_call_ms"]
+    options = TimingOptions(
+        rounds=args.rounds or d["rounds"],
+        sample_s=(args.sample_ms if args.sample_ms is not None else d["sample_ms"]) / 1e3,
+        max_call_s=max_call_ms / 1e3 if max_call_ms else float("inf"))
+    if options.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    try:
+        extra = [layer_defs.parse_layer_spec(s) for s in args.layer]
+        if args.layer_file:
+            extra += layer_defs.read_layer_file(args.layer_file)
+        base = layer_defs.SMOKE_SUITE if mode == "smoke" else layer_defs.SUITE
+        layers = layer_defs.select_layers(layer_defs.merge_layers(base, extra), args.layers)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    studies_given = args.scaling or args.gemm
+    threads = int_list(args.threads, "--threads", parser, True) if args.threads else None
+    return {
+        "mode": mode, "options": options, "layers": layers,
+        "batches": int_list(args.batch or d["batch"], "--batch", parser),
+        "threads": threads or int_list("1,all", "--threads", parser, True),
+        "scaling_threads": threads or [available_cpus()],
+        "sgemm_size": args.sgemm_size or d["sgemm_size"],
+        "run_suite": mode == "smoke" or args.suite or not studies_given,
+        "run_scaling": mode == "smoke" or args.scaling,
+        "run_gemm": mode == "smoke" or args.gemm,
+        "scaling_sizes": (int_list(args.scaling_sizes, "--scaling-sizes", parser)
+                          if args.scaling_sizes else
+                          SMOKE_SCALING_SIZES if mode == "smoke" else SCALING_SIZES),
+        "memory_budget": (int(args.memory_budget * GIB) if args.memory_budget
+                          else SMOKE_MEMORY_BUDGET if mode == "smoke" else default_budget()),
+        "gemm_squares": (int_list(args.gemm_squares, "--gemm-squares", parser)
+                         if args.gemm_squares else
+                         SMOKE_GEMM_SQUARES if mode == "smoke" else GEMM_SQUARES),
+    }
+
+
+def default_budget():
+    """min(4 GiB, half of MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return min(4 * GIB, int(line.split()[1]) * 1024 // 2)
+    except OSError:
+        pass
+    return 4 * GIB
+
+
+# --- running ------------------------------------------------------------------------------------
+
+def run_studies(s, torch, control, progress, blocks):
+    """Append the blocks of every selected study to ``blocks`` as each case finishes (so an
+    interrupted run keeps what it has)."""
+    options = s["options"]
+    selected = []
+    if s["run_suite"]:
+        contenders = im2row_contenders() + torch_contenders(torch)
+        selected.append(studies.run_suite(s["layers"], s["batches"], s["threads"], contenders,
+                                          options, control, progress, s["sgemm_size"]))
+    if s["run_scaling"]:
+        contenders = (im2row_contenders(layouts=("NHWC",))
+                      + torch_contenders(torch, ("channels_last",)))
+        selected.append(studies.run_scaling(s["scaling_sizes"], s["scaling_threads"],
+                                            contenders, options, control, progress,
+                                            s["memory_budget"], s["sgemm_size"]))
+    if s["run_gemm"]:
+        shapes = studies.gemm_shapes(s["layers"], s["gemm_squares"])
+        selected.append(studies.run_gemm(shapes, s["threads"], options, control, progress))
+    for study in selected:          # generators: nothing runs before this loop
+        for block in study:
+            blocks.append(block)
+
+
+def case_count(s):
+    total = 0
+    if s["run_suite"]:
+        total += len(s["layers"]) * len(s["batches"]) * len(s["threads"])
+    if s["run_scaling"]:
+        total += len(s["scaling_sizes"]) * len(s["scaling_threads"])
+    if s["run_gemm"]:
+        total += len(studies.gemm_shapes(s["layers"], s["gemm_squares"])) * len(s["threads"])
+    return total
+
+
+def memory_curve(sizes, threads):
+    """Predicted workspace of each method (NHWC) for the scaling layer at these sizes: pure
+    arithmetic (im2row.workspace_bytes), nothing is allocated."""
+    curve = {"sizes": list(sizes), "threads": threads, "input_bytes": [], "workspace": {}}
+    base = studies.SCALING_LAYER
+    for size in sizes:
+        layer = base.with_size(size)
+        curve["input_bytes"].append(4 * layer.c * size * size)
+        for contender in im2row_contenders(layouts=("NHWC",)):
+            predicted = im2row.workspace_bytes(layer.input_shape(1, "NHWC"),
+                                               layer.weight_shape("NHWC"), layout="NHWC",
+                                               method=contender.method, num_threads=threads,
+                                               **layer.conv_kwargs())
+            curve["workspace"].setdefault(contender.method, []).append(predicted["workspace"])
+    return curve
+
+
+def run(s, args):
+    torch, torch_note = (None, "PyTorch left out (--no-torch)") if args.no_torch else load_torch()
+    machine = describe_machine(torch, torch_note)
+    if not args.quiet:
+        note = machine["openblas_env_unset"]
+        print(f"numpy BLAS: {machine['openblas_kernel']}"
+              + (f" (removed {', '.join(note)} from the environment)" if note else ""),
+              file=sys.stderr)
+        if torch_note:
+            print(torch_note, file=sys.stderr)
+    control = ThreadControl(torch)
+    config = {"mode": s["mode"], "rounds": s["options"].rounds,
+              "sample_s": s["options"].sample_s, "max_call_s": _finite(s["options"].max_call_s),
+              "batches": s["batches"], "threads": s["threads"],
+              "scaling_threads": s["scaling_threads"], "sgemm_size": s["sgemm_size"],
+              "layers": [layer.spec() for layer in s["layers"]],
+              "scaling_sizes": s["scaling_sizes"], "memory_budget_bytes": s["memory_budget"],
+              "blas_threads_controlled": control.blas_controlled, "layouts": list(LAYOUTS)}
+    result = {"schema": 1, "machine": machine, "config": config, "blocks": [],
+              "memory_curve": memory_curve(sorted(set(MEMORY_CURVE_SIZES)
+                                                  | set(s["scaling_sizes"])),
+                                           max(s["scaling_threads"])),
+              "interrupted": False}
+    progress = Progress(case_count(s), enabled=not args.quiet)
+    no_grad = torch.no_grad() if torch is not None else contextlib.nullcontext()
+    try:
+        with no_grad:
+            run_studies(s, torch, control, progress, result["blocks"])
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print("\ninterrupted: reporting what has finished", file=sys.stderr)
+    return result
+
+
+def _finite(x):
+    return None if x == float("inf") else x
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.compare:
+        sys.stdout.write(render_comparison(*args.compare))
+        return 0
+    if args.plot and not matplotlib_available():
+        parser.error(INSTALL_HINT)
+    if args.load:
+        with open(args.load) as f:
+            result = json.load(f)
+    else:
+        result = run(settings_from_args(args, parser), args)
+    sys.stdout.write(render(result))
+    if args.json and not args.load:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"saved {args.json}", file=sys.stderr)
+    if args.plot:
+        save_plot(result, args.plot)
+        print(f"saved {args.plot}", file=sys.stderr)
+    return 130 if result.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

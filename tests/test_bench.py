@@ -1,0 +1,177 @@
+"""Smoke test of the benchmark tool, bench/run.py: a tiny run of every study, in seconds.
+
+Checks that every contender produced numbers, that the saved JSON round-trips (--load renders
+the same tables, --compare of a run against itself gives ratios of 1), and that the layer-spec
+parser refuses bad specs with a clear message. Timings themselves are never asserted.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "bench"
+RUN = BENCH / "run.py"
+
+pytestmark = pytest.mark.skipif(not RUN.is_file(),
+                                reason="bench/ is not next to the tests")
+
+IM2ROW_CONTENDERS = {f"{m} {lay}" for m in ("i2r", "im2row", "im2col", "numpy")
+                     for lay in ("NCHW", "NHWC")}
+TORCH_CONTENDERS = {"torch NCHW", "torch channels_last"}
+
+
+def run_bench(*args, timeout=180):
+    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One --smoke run (suite, scaling and GEMM studies on tiny layers), saved as JSON."""
+    path = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = run_bench("--smoke", "--quiet", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr
+    with open(path) as f:
+        return path, json.load(f), proc.stdout
+
+
+def expected_contenders(run):
+    names = set()
+    if run["machine"]["im2row_backend"]["compiled"]:
+        names |= IM2ROW_CONTENDERS
+    else:
+        names |= {n for n in IM2ROW_CONTENDERS if n.split()[0] in ("im2col", "numpy")}
+    if run["machine"]["versions"]["torch"]:
+        names |= TORCH_CONTENDERS
+    return names
+
+
+def has_numbers(entry, rounds):
+    times = entry["times_s"]
+    return (len(times) == rounds and all(math.isfinite(t) and t > 0 for t in times)
+            and entry["median_s"] > 0)
+
+
+def test_every_contender_produced_numbers(smoke):
+    _, run, _ = smoke
+    suite = [b for b in run["blocks"] if b["study"] == "suite"]
+    assert len(suite) == (len(run["config"]["layers"]) * len(run["config"]["batches"])
+                          * len(run["config"]["threads"]))
+    for block in suite:
+        assert set(block["contenders"]) == expected_contenders(run), block["label"]
+        for name, entry in block["contenders"].items():
+            assert entry["skipped"] is None, (block["label"], name, entry["skipped"])
+            assert has_numbers(entry, block["rounds"]), (block["label"], name)
+            assert entry["check_error"] < 1e-3, (block["label"], name)
+        assert has_numbers(block["sgemm"], block["rounds"])
+
+
+def test_suite_records_memory_once_per_case(smoke):
+    _, run, _ = smoke
+    most = max(run["config"]["threads"])
+    for block in run["blocks"]:
+        if block["study"] == "suite" and block["threads"] == most:
+            for entry in block["contenders"].values():
+                if entry["kind"] == "im2row":
+                    assert entry["predicted"]["workspace"] >= 0
+                    assert entry["memory"]["peak"] >= 0
+
+
+def test_scaling_and_gemm_studies_ran(smoke):
+    _, run, stdout = smoke
+    scaling = [b for b in run["blocks"] if b["study"] == "scaling"]
+    assert scaling
+    for block in scaling:
+        for name, entry in block["contenders"].items():
+            if entry["skipped"]:
+                assert entry["skipped"].startswith("would need"), entry["skipped"]
+            else:
+                assert has_numbers(entry, block["rounds"]), (block["label"], name)
+    assert any(e["skipped"] for b in scaling for e in b["contenders"].values()), \
+        "the smoke budget should make the scaling study refuse something"
+    gemm = [b for b in run["blocks"] if b["study"] == "gemm"]
+    assert gemm and all(has_numbers(b["contenders"]["numpy matmul"], b["rounds"]) for b in gemm)
+    for section in ("## Layer suite", "## Memory", "## Scaling", "## GEMM alone"):
+        assert section in stdout
+
+
+def test_machine_description(smoke):
+    _, run, _ = smoke
+    machine = run["machine"]
+    for key in ("cpu_model", "im2row_backend", "versions", "openblas_kernel", "date"):
+        assert machine[key]
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if name in os.environ:       # run.py must have removed it before numpy loaded
+            assert machine["openblas_env_unset"][name] == os.environ[name]
+
+
+def test_json_round_trips(smoke):
+    path, run, stdout = smoke
+    assert json.loads(json.dumps(run)) == run
+    proc = run_bench("--load", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == stdout
+
+
+def test_compare_with_itself_gives_ratio_one(smoke):
+    path, _, _ = smoke
+    proc = run_bench("--compare", str(path), str(path))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.strip("|").split("|") for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| study")]
+    assert rows
+    assert {cells[-1].strip() for cells in rows} == {"1.000"}
+
+
+def load_layers_module():
+    spec = importlib.util.spec_from_file_location("bench_layers", BENCH / "layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("r3x3:64,56,64,3x3,1,1,groups=3", "groups=3 must divide"),
+    ("no_colon_64,56,64,3x3,1,1", "missing 'name:'"),
+    ("short:64,56,64,3x3,1", "expected 6 comma-separated numbers"),
+    ("zero:0,56,64,3x3,1,1", "C (input channels) must be >= 1"),
+    ("kernel:64,56,64,3y3,1,1", "KHxKW (kernel) must be an int, AxB or (A,B)"),
+    ("pad:64,56,64,3x3,1,-1", "pad must be an int, AxB or (A,B)"),
+    ("stride:64,56,64,3x3,0,1", "stride must be >= 1"),
+    ("big:64,4,64,7x7,1,0", "does not fit"),
+    ("opt:64,56,64,3x3,1,1,stride=2", "unknown option 'stride'"),
+    ("1bad:64,56,64,3x3,1,1", "the name must start with a letter"),
+])
+def test_layer_spec_parser_rejects_bad_specs(spec, why):
+    layers = load_layers_module()
+    with pytest.raises(ValueError) as info:
+        layers.parse_layer_spec(spec)
+    message = str(info.value)
+    assert why in message
+    assert layers.SPEC_FORM in message        # every error shows the expected form
+
+
+def test_layer_spec_parser_and_suite():
+    layers = load_layers_module()
+    layer = layers.parse_layer_spec("k1x7:128,17,128,1x7,1,(0, 3)")
+    assert (layer.kh, layer.kw, layer.padding, layer.out_hw) == (1, 7, (0, 3), (17, 17))
+    dw = layers.parse_layer_spec("dw:128,56,128,3x3,1,1,groups=128,dilation=2")
+    assert (dw.groups, dw.dilation, dw.out_hw) == (128, (2, 2), (54, 54))
+    for suite_layer in layers.SUITE:
+        assert layers.parse_layer_spec(suite_layer.spec()) == suite_layer
+    assert [x.name for x in layers.SUITE] == [
+        "stem7x7", "r3x3_56", "r3x3_28", "r3x3_14", "r3x3_7", "r3x3_s2", "pw1x1_56",
+        "vgg3x3_224", "k5x5_28", "k1x7_17", "dw3x3_56", "dil3x3_28"]
+    with pytest.raises(ValueError, match="unknown layer 'nope'"):
+        layers.select_layers(layers.SUITE, "r3x3_7,nope")
+
+
+def test_command_line_refuses_a_bad_layer():
+    proc = run_bench("--smoke", "--layer", "mine:64,56,64,3x3")
+    assert proc.returncode == 2
+    assert "bad layer spec 'mine:64,56,64,3x3'" in proc.stderr
