@@ -1,0 +1,519 @@
+"""Every method against the independent float64 reference (tests/reference.py).
+
+* ``test_grid`` / ``test_product_grid``: all methods at the default kernel level, both layouts,
+  both dtypes, over a curated list of geometries and a small product of strides, dilations,
+  paddings and kernels.
+* ``test_compiled_*``: the compiled methods at every ISA level, 1 and 2 threads (bit-identical),
+  ``out`` pre-filled with NaN, scratch pre-filled with NaN (``debug_strip``), tile-edge shapes.
+* Plan reuse, integer-valued exactness, fused ReLU, memory orders, empty inputs.
+"""
+import itertools
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+import im2row
+from im2row import _backend
+from reference import conv2d_reference, pad_amounts, pair, to_nhwc, tolerance
+
+COMPILED = _backend.native is not None
+COMPILED_METHODS = ("i2r", "im2row")
+ALL_METHODS = ("numpy", "im2col") + (COMPILED_METHODS + ("auto",) if COMPILED else ())
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = (np.float32, np.float64)
+needs_compiled = pytest.mark.skipif(not COMPILED, reason="compiled extension not available")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    n: int = 2
+    c: int = 3
+    h: int = 7
+    w: int = 6
+    oc: int = 5
+    kh: int = 3
+    kw: int = 3
+    stride: object = 1
+    padding: object = 0
+    dilation: object = 1
+    groups: int = 1
+    bias: bool = True
+    batched: bool = True
+
+    @property
+    def kwargs(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    @property
+    def depth(self):
+        return self.c // self.groups * self.kh * self.kw
+
+
+def valid(case):
+    """Whether the dilated kernel fits in the padded input (else the API must refuse it)."""
+    pt, pb, pl, pr = pad_amounts(case.h, case.w, case.kh, case.kw, pair(case.stride),
+                                 case.padding, pair(case.dilation))
+    dh, dw = pair(case.dilation)
+    return ((case.kh - 1) * dh + 1 <= case.h + pt + pb and
+            (case.kw - 1) * dw + 1 <= case.w + pl + pr)
+
+
+CASES = [
+    Case("basic-3x3"),
+    Case("pad1", padding=1),
+    Case("n1-pad1", n=1, padding=1),
+    Case("n3-unpadded", n=3),
+    Case("stride2-pad1", h=9, w=8, stride=2, padding=1),
+    Case("stride3", h=10, w=11, stride=3),
+    Case("stride-1x2", stride=(1, 2), padding=1),
+    Case("stride-3x1", h=11, stride=(3, 1), padding=1),
+    Case("stride-2x3", h=9, w=10, stride=(2, 3)),
+    Case("pad2", padding=2),
+    Case("pad-pair-1x2", padding=(1, 2)),
+    Case("pad-pair-2x0", padding=(2, 0)),
+    Case("pad-asym-a", padding=((0, 2), (1, 0))),
+    Case("pad-asym-b", padding=((2, 1), (0, 3)), stride=2),
+    Case("pad-asym-c", padding=((3, 0), (0, 1)), dilation=(2, 1)),
+    Case("valid", padding="valid"),
+    Case("same-k3", padding="same"),
+    Case("same-k2-s2", h=7, w=9, kh=2, kw=2, stride=2, padding="same"),
+    Case("same-k4-s3", h=8, w=10, kh=4, kw=4, stride=3, padding="same"),
+    Case("same-k2x4-s2x1", h=9, w=6, kh=2, kw=4, stride=(2, 1), padding="same"),
+    Case("same-k4x2-d2-s2", h=9, w=8, kh=4, kw=2, stride=2, dilation=2, padding="same"),
+    Case("same-k5-s2-d3", h=7, w=7, kh=5, kw=5, stride=2, dilation=3, padding="same"),
+    Case("pad-larger-than-input", h=2, w=3, padding=4),
+    Case("pad-larger-asym", h=1, w=2, padding=((5, 2), (0, 4)), stride=2),
+    Case("dil2", h=9, w=9, dilation=2),
+    Case("dil3-pad2", h=8, w=9, dilation=3, padding=2),
+    Case("dil-1x2", h=8, w=9, dilation=(1, 2), padding=1),
+    Case("dil-3x1", h=10, w=6, dilation=(3, 1)),
+    Case("dil-2x3-s2", h=11, w=12, dilation=(2, 3), stride=2, padding=1),
+    Case("dil2-s3", h=11, w=14, dilation=2, stride=3, padding=1),
+    Case("dil3-s2-w", h=6, w=17, kh=2, kw=3, dilation=(1, 3), stride=(1, 2)),
+    Case("dil2-s2-kw4", h=5, w=16, kh=1, kw=4, dilation=(1, 2), stride=(1, 2)),
+    Case("dil2-s4-kw5", h=4, w=30, kh=2, kw=5, dilation=(1, 2), stride=(1, 4), padding=1),
+    Case("dil4-s6-kw3", h=4, w=30, kh=2, kw=3, dilation=(1, 4), stride=(1, 6), padding=2),
+    Case("stride-gt-kernel", h=9, w=13, stride=(4, 5), padding=1),
+    Case("groups2", c=4, oc=6, groups=2, padding=1),
+    Case("groups3", c=6, oc=9, groups=3, padding=1, stride=2),
+    Case("groups3-dil2", c=9, oc=3, groups=3, h=9, w=9, dilation=2, padding=1),
+    Case("depthwise", c=4, oc=4, groups=4, padding=1),
+    Case("depthwise-s2-nobias", c=5, oc=5, groups=5, stride=2, padding=1, bias=False),
+    Case("depthwise-mult2", c=3, oc=6, groups=3, padding=1),
+    Case("depthwise-mult3-dil2", c=2, oc=6, groups=2, h=9, w=8, dilation=2, padding=2),
+    Case("nobias", bias=False),
+    Case("nobias-pad-same", bias=False, padding="same"),
+    Case("c1", c=1, padding=1),
+    Case("c17", c=17, oc=7, padding=1),
+    Case("oc1", oc=1, padding=1),
+    Case("oc7", oc=7),
+    Case("oc31", oc=31, padding=1),
+    Case("oc33", oc=33, padding=1),
+    Case("1x1", kh=1, kw=1),
+    Case("1x1-s2", kh=1, kw=1, stride=2),
+    Case("1x1-pad1", kh=1, kw=1, padding=1),
+    Case("1x1-groups", c=6, oc=4, kh=1, kw=1, groups=2),
+    Case("1x5", kh=1, kw=5, padding=(0, 2)),
+    Case("5x1", kh=5, kw=1, padding=(2, 0)),
+    Case("1x3-s2", kh=1, kw=3, stride=2),
+    Case("kernel-eq-input", h=5, w=4, kh=5, kw=4),
+    Case("kernel-eq-padded", h=3, w=2, kh=5, kw=4, padding=1),
+    Case("kernel-eq-padded-dil", h=5, w=5, kh=3, kw=3, dilation=3, padding=2),
+    Case("h1-w1-pad1", h=1, w=1, padding=1),
+    Case("unbatched", batched=False, padding=1),
+    Case("unbatched-groups-s2", batched=False, c=4, oc=4, groups=2, stride=2),
+    Case("unbatched-1x1", batched=False, kh=1, kw=1),
+]
+assert all(valid(c) for c in CASES)
+assert len({c.name for c in CASES}) == len(CASES)
+
+
+def _product_cases():
+    cases = []
+    kernels = ((1, 1), (2, 3), (3, 3), (3, 2))
+    strides = (1, 2, 3, (1, 3))
+    dilations = (1, 2, (2, 1))
+    paddings = (0, 1, "same", ((1, 0), (0, 2)))
+    for i, ((kh, kw), s, d, p) in enumerate(itertools.product(kernels, strides, dilations,
+                                                               paddings)):
+        groups = 1 + i % 2
+        case = Case(f"k{kh}x{kw}-s{s}-d{d}-p{p}-g{groups}".replace(" ", ""), n=1, c=4, h=8,
+                    w=7, oc=6, kh=kh, kw=kw, stride=s, padding=p, dilation=d, groups=groups)
+        if valid(case):
+            cases.append(case)
+    return cases
+
+
+PRODUCT_CASES = _product_cases()
+
+
+def ids(cases):
+    return [c.name for c in cases]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+_DATA = {}
+
+
+def data(case, dtype, integer=False):
+    """(x NCHW, w OIHW, bias or None, reference float64 NCHW) for a case, cached."""
+    key = (case, np.dtype(dtype).name, integer)
+    if key not in _DATA:
+        rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+        xs = (case.n, case.c, case.h, case.w)
+        ws = (case.oc, case.c // case.groups, case.kh, case.kw)
+        if integer:
+            x = rng.integers(-8, 9, xs).astype(dtype)
+            w = rng.integers(-8, 9, ws).astype(dtype)
+            b = rng.integers(-8, 9, case.oc).astype(dtype) if case.bias else None
+        else:
+            x = rng.uniform(-1, 1, xs).astype(dtype)
+            w = rng.uniform(-1, 1, ws).astype(dtype)
+            b = rng.uniform(-1, 1, case.oc).astype(dtype) if case.bias else None
+        ref = conv2d_reference(x, w, b, **case.kwargs)
+        if not case.batched:
+            x, ref = x[0], ref[0]
+        _DATA[key] = (x, w, b, ref)
+    return _DATA[key]
+
+
+def to_layout(x, w, layout):
+    return (x, w) if layout == "NCHW" else to_nhwc(x, w)
+
+
+def from_layout(res, layout):
+    """A result in `layout` -> NCHW (a view)."""
+    return res if layout == "NCHW" else np.moveaxis(res, -1, -3)
+
+
+def out_shape(ref, layout):
+    return ref.shape if layout == "NCHW" else np.moveaxis(ref, -3, -1).shape
+
+
+def conv(case, x, w, b, layout, method, **kw):
+    xl, wl = to_layout(x, w, layout)
+    res = im2row.conv2d(xl, wl, b, layout=layout, method=method, **case.kwargs, **kw)
+    return res
+
+
+def check_close(res, ref, case, dtype, layout, what=""):
+    assert res.dtype == np.dtype(dtype), what
+    assert res.shape == out_shape(ref, layout), what
+    got = from_layout(res, layout)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tolerance(dtype, case.depth),
+                               err_msg=f"{case} {layout} {np.dtype(dtype).name} {what}")
+
+
+# ---------------------------------------------------------------------------- all methods
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_grid(case, method, layout, dtype):
+    x, w, b, ref = data(case, dtype)
+    res = conv(case, x, w, b, layout, method)
+    check_close(res, ref, case, dtype, layout, method)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("case", PRODUCT_CASES, ids=ids(PRODUCT_CASES))
+def test_product_grid(case, method):
+    for layout, dtype in itertools.product(LAYOUTS, DTYPES):
+        x, w, b, ref = data(case, dtype)
+        check_close(conv(case, x, w, b, layout, method), ref, case, dtype, layout, method)
+
+
+# ---------------------------------------------------------------------------- compiled
+
+def check_compiled(case, method, layouts=LAYOUTS, dtypes=DTYPES, integer=False):
+    """Threads 1 and 2 into NaN-filled `out`: correct and bit-identical."""
+    for layout, dtype in itertools.product(layouts, dtypes):
+        x, w, b, ref = data(case, dtype, integer)
+        results = []
+        for threads in (1, 2):
+            out = np.full(out_shape(ref, layout), np.nan, dtype)
+            res = conv(case, x, w, b, layout, method, out=out, num_threads=threads)
+            assert res is out
+            what = f"{method} threads={threads} isa={_backend.isa()}"
+            if integer:
+                np.testing.assert_array_equal(from_layout(res, layout), ref, err_msg=what)
+            else:
+                check_close(res, ref, case, dtype, layout, what)
+            results.append(res)
+        np.testing.assert_array_equal(results[0], results[1],
+                                      err_msg=f"{case} {layout} {method}: 1 vs 2 threads")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_compiled_grid(case, method, layout, isa, debug_strip):
+    check_compiled(case, method, layouts=(layout,))
+
+
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+@pytest.mark.parametrize("case", PRODUCT_CASES, ids=ids(PRODUCT_CASES))
+def test_compiled_product_grid(case, method, isa, debug_strip):
+    check_compiled(case, method)
+
+
+# Tile edges. With W=3 and a 3x3 kernel OW=1, so the GEMM has OH rows for both methods
+# (one output column for i2r, OH*OW pixels for im2row): MR is 14 (AVX-512), 6 (AVX2), 4.
+ROW_CASES = [Case(f"rows{m}", n=1, c=3, h=m + 2, w=3, oc=33) for m in
+             list(range(1, 16)) + [28, 29]]
+ROW_CASES += [Case(f"rows{m}-ow2", n=2, c=2, h=m + 2, w=4, oc=17, bias=False)
+              for m in (1, 5, 7, 13, 15)]
+# OC around NR (32 f32 / 16 f64 on AVX-512, 16 / 8 on AVX2 and generic); 15x15 = 225
+# pixels so the im2row GEMM also crosses the M block (8 register tiles).
+OC_CASES = [Case(f"oc{oc}", n=1, c=3, h=17, w=17, oc=oc) for oc in
+            (1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65)]
+# K = Cg*KH*KW around the KC block (256) and its multiples.
+K_CASES = [
+    Case("K252-c28", n=1, c=28, h=6, w=5, oc=9, padding=1),
+    Case("K261-c29", n=1, c=29, h=6, w=5, oc=9, padding=1),
+    Case("K256-c256-1x1", n=1, c=256, h=4, w=5, oc=9, kh=1, kw=1),
+    Case("K257-c257-1x1", n=1, c=257, h=4, w=5, oc=9, kh=1, kw=1),
+    Case("K504-c56", n=1, c=56, h=5, w=5, oc=17, padding=1),
+    Case("K513-c57", n=1, c=57, h=5, w=5, oc=17, padding=1),
+    Case("K261-groups2-c58", n=1, c=58, h=5, w=6, oc=10, groups=2, padding=1),
+    Case("seg258-c86-dil2", n=1, c=86, h=7, w=7, oc=9, dilation=2, padding=1),
+    Case("seg255-c85-dil-2x1", n=1, c=85, h=7, w=6, oc=9, dilation=(2, 1), padding=1),
+    Case("K2700-c300", n=1, c=300, h=5, w=5, oc=17, padding=1),
+    Case("K2700-c300-s2-n2", n=2, c=300, h=6, w=7, oc=33, stride=2, padding=1),
+]
+EDGE_CASES = ROW_CASES + OC_CASES + K_CASES
+
+
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+@pytest.mark.parametrize("case", EDGE_CASES, ids=ids(EDGE_CASES))
+def test_compiled_tile_edges(case, method, isa, debug_strip):
+    check_compiled(case, method)
+
+
+@pytest.mark.parametrize("method", ("numpy", "im2col", "auto"))
+@pytest.mark.parametrize("case", EDGE_CASES, ids=ids(EDGE_CASES))
+def test_tile_edges_other_methods(case, method):
+    if method == "auto" and not COMPILED:
+        pytest.skip("compiled extension not available")
+    for layout, dtype in itertools.product(LAYOUTS, DTYPES):
+        x, w, b, ref = data(case, dtype)
+        check_close(conv(case, x, w, b, layout, method), ref, case, dtype, layout, method)
+
+
+# ---------------------------------------------------------------------------- exactness
+
+INT_CASES = [
+    Case("int-basic", c=4, oc=7, padding=1),
+    Case("int-s2-asym", c=3, oc=33, h=9, w=8, stride=2, padding=((1, 0), (2, 1))),
+    Case("int-dil-groups", c=4, oc=6, h=9, w=9, groups=2, dilation=(2, 3), padding=2),
+    Case("int-depthwise", c=5, oc=10, groups=5, padding="same", kh=2, kw=4, stride=2),
+    Case("int-1x1", c=3, oc=17, kh=1, kw=1),
+    Case("int-rows29", n=1, c=2, h=31, w=3, oc=31),
+]
+
+
+@pytest.mark.parametrize("case", INT_CASES, ids=ids(INT_CASES))
+def test_integer_valued_bit_identical(case):
+    """Small integers: every partial sum is exact, so every method equals the reference."""
+    for layout, dtype in itertools.product(LAYOUTS, DTYPES):
+        x, w, b, ref = data(case, dtype, integer=True)
+        for method in ALL_METHODS:
+            res = from_layout(conv(case, x, w, b, layout, method), layout)
+            np.testing.assert_array_equal(res, ref, err_msg=f"{method} {layout} {dtype}")
+
+
+@pytest.mark.parametrize("case", INT_CASES, ids=ids(INT_CASES))
+def test_integer_valued_compiled(case, isa, debug_strip):
+    for method in COMPILED_METHODS:
+        check_compiled(case, method, integer=True)
+
+
+# ---------------------------------------------------------------------------- plans
+
+PLAN_SIZES = [(1, 3, 3), (2, 6, 5), (1, 12, 9), (3, 20, 17), (2, 9, 14), (1, 4, 4),
+              (2, 2, 3)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("geom", [dict(stride=1, padding=1), dict(stride=2, padding="same",
+                                  dilation=(1, 2)), dict(stride=(2, 1), padding=((2, 0), (1, 1)))],
+                         ids=["s1-p1", "s2-same-d1x2", "asym"])
+def test_plan_reuse(geom, method, layout):
+    """One plan on growing then shrinking inputs equals fresh conv2d calls."""
+    rng = np.random.default_rng(7)
+    for dtype in DTYPES:
+        w = rng.uniform(-1, 1, (7, 4, 3, 3)).astype(dtype)
+        b = rng.uniform(-1, 1, 7).astype(dtype)
+        xs = [rng.uniform(-1, 1, (n, 4, h, wd)).astype(dtype) for n, h, wd in PLAN_SIZES]
+        _, wl = to_layout(xs[0], w, layout)
+        plan = im2row.Conv2d(wl, b, layout=layout, method=method, **geom)
+        for x in xs + xs[::-1]:
+            xl, _ = to_layout(x, w, layout)
+            res = plan(xl)
+            fresh = im2row.conv2d(xl, wl, b, layout=layout, method=method, **geom)
+            np.testing.assert_array_equal(res, fresh, err_msg=f"{x.shape}")
+            ref = conv2d_reference(x, w, b, **geom)
+            np.testing.assert_allclose(from_layout(res, layout), ref, rtol=0,
+                                       atol=tolerance(dtype, 36))
+            # unbatched through the same plan
+            res1 = plan(xl[0])
+            np.testing.assert_array_equal(res1, res[0])
+
+
+def test_plan_keeps_its_own_weights():
+    rng = np.random.default_rng(3)
+    w = rng.uniform(-1, 1, (3, 2, 3, 3))
+    x = rng.uniform(-1, 1, (1, 2, 5, 5))
+    for method in ALL_METHODS:
+        w2 = w.copy()
+        plan = im2row.Conv2d(w2, method=method)
+        w2[...] = 0
+        np.testing.assert_allclose(plan(x), conv2d_reference(x, w), rtol=0,
+                                   atol=tolerance(np.float64, 18))
+
+
+RELU_CASES = [Case("relu-basic", padding=1), Case("relu-groups-s2", c=4, oc=6, groups=2,
+                                                     stride=2, padding=1),
+              Case("relu-oc33-k2", oc=33, kh=2, kw=2, padding="same"),
+              Case("relu-nobias", bias=False, dilation=2, h=9, w=9),
+              Case("relu-deepK", n=1, c=60, h=5, w=5, oc=17, padding=1)]
+
+
+def _relu_check(case, method):
+    for layout, dtype in itertools.product(LAYOUTS, DTYPES):
+        x, w, b, ref = data(case, dtype)
+        xl, wl = to_layout(x, w, layout)
+        plan = im2row.Conv2d(wl, b, layout=layout, method=method, activation="relu",
+                             **case.kwargs)
+        for threads in (1, 2):
+            res = plan(xl, num_threads=threads)
+            assert (res >= 0).all()
+            check_close(res, np.maximum(ref, 0), case, dtype, layout, f"relu {method}")
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("case", RELU_CASES, ids=ids(RELU_CASES))
+def test_relu(case, method):
+    _relu_check(case, method)
+
+
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+@pytest.mark.parametrize("case", RELU_CASES, ids=ids(RELU_CASES))
+def test_relu_compiled(case, method, isa, debug_strip):
+    _relu_check(case, method)
+
+
+# ---------------------------------------------------------------------------- memory order
+
+def _views(a):
+    """name -> (a view holding the same values as `a` in another memory order, its owner)."""
+    big = np.zeros(tuple(2 * s for s in a.shape), a.dtype)
+    big[tuple(slice(None, None, 2) for _ in a.shape)] = a
+    strided = big[tuple(slice(None, None, 2) for _ in a.shape)]
+    rev_base = np.ascontiguousarray(a[..., ::-1])
+    reversed_ = rev_base[..., ::-1]
+    fortran = np.asfortranarray(a)
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    if a.ndim >= 2:
+        swapped = np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1)
+    else:
+        swapped = np.broadcast_to(a[:, None], (a.shape[0], 2))[:, 0]   # stride, no copy
+    return {"sliced": strided, "negative-stride": reversed_, "fortran": fortran,
+            "readonly": readonly, "swapped-axes": swapped}
+
+
+ORDER_CASES = [Case("order-basic", c=4, oc=6, groups=2, padding=1, stride=(1, 2)),
+               Case("order-unbatched", c=3, oc=5, padding="same", batched=False,
+                    kh=2, kw=3)]
+VIEW_NAMES = ("sliced", "negative-stride", "fortran", "readonly", "swapped-axes")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("view", VIEW_NAMES)
+@pytest.mark.parametrize("case", ORDER_CASES, ids=ids(ORDER_CASES))
+def test_memory_orders(case, view, layout):
+    for dtype in DTYPES:
+        x, w, b, ref = data(case, dtype)
+        xl, wl = to_layout(x, w, layout)
+        xv = _views(xl)[view]
+        wv = _views(wl)[view]
+        bv = _views(b)[view]
+        assert np.array_equal(xv, xl) and np.array_equal(wv, wl) and np.array_equal(bv, b)
+        saved = [a.copy() for a in (xv, wv, bv)]
+        for method in ALL_METHODS:
+            res = im2row.conv2d(xv, wv, bv, layout=layout, method=method, **case.kwargs)
+            assert res.flags.c_contiguous
+            check_close(res, ref, case, dtype, layout, f"{method} {view}")
+            plan = im2row.Conv2d(wv, bv, layout=layout, method=method, **case.kwargs)
+            np.testing.assert_array_equal(plan(xv), res)
+            for a, s in zip((xv, wv, bv), saved):
+                np.testing.assert_array_equal(a, s, err_msg=f"{method} modified an input")
+
+
+# ---------------------------------------------------------------------------- empty inputs
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_zero_batch(method, layout):
+    for dtype in DTYPES:
+        x = np.zeros((0, 3, 7, 6), dtype)
+        w = np.ones((5, 3, 3, 3), dtype)
+        xl, wl = to_layout(x, w, layout)
+        res = im2row.conv2d(xl, wl, np.ones(5, dtype), stride=2, padding=1, layout=layout,
+                            method=method)
+        want = (0, 5, 4, 3) if layout == "NCHW" else (0, 4, 3, 5)
+        assert res.shape == want and res.dtype == dtype
+        out = np.empty(want, dtype)
+        assert im2row.conv2d(xl, wl, layout=layout, method=method, stride=2, padding=1,
+                             out=out) is out
+        plan = im2row.Conv2d(wl, layout=layout, method=method, stride=2, padding=1)
+        assert plan(xl).shape == want
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_zero_out_channels(method, layout):
+    x = np.ones((2, 3, 5, 5))
+    w = np.ones((0, 3, 3, 3))
+    xl, wl = to_layout(x, w, layout)
+    res = im2row.conv2d(xl, wl, np.ones(0), padding=1, layout=layout, method=method)
+    assert res.shape == ((2, 0, 5, 5) if layout == "NCHW" else (2, 5, 5, 0))
+
+
+EMPTY_CASES = [Case("c0-pad1", c=0, h=4, w=5, oc=3, padding=1),
+               Case("h0-pad2", h=0, w=4, oc=4, padding=2),
+               Case("w0-pad-asym", h=3, w=0, oc=2, kh=2, kw=2, padding=((0, 1), (2, 1))),
+               Case("c0-groups2", c=0, oc=4, groups=2, padding=1, stride=2),
+               Case("c0-unbatched", c=0, oc=3, padding=1, batched=False),
+               Case("h0-nobias", h=0, oc=3, padding=2, bias=False)]
+assert all(valid(c) for c in EMPTY_CASES)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("case", EMPTY_CASES, ids=ids(EMPTY_CASES))
+def test_empty_image_gives_bias(case, method, layout):
+    """No input values: every output is a sum over an empty set (0) plus the bias."""
+    for dtype in DTYPES:
+        x, w, b, ref = data(case, dtype)
+        assert ref.size > 0
+        want = np.zeros_like(ref) + (0 if b is None else b[:, None, None])
+        np.testing.assert_array_equal(ref, want)   # the reference agrees with the definition
+        xl, wl = to_layout(x, w, layout)
+        out = np.full(out_shape(ref, layout), np.nan, dtype)
+        res = im2row.conv2d(xl, wl, b, layout=layout, method=method, out=out, **case.kwargs)
+        assert res is out
+        np.testing.assert_array_equal(from_layout(res, layout), want)
+        if b is not None:   # ReLU after the bias
+            plan = im2row.Conv2d(wl, -b, layout=layout, method=method, activation="relu",
+                                 **case.kwargs)
+            np.testing.assert_array_equal(from_layout(plan(xl), layout),
+                                          np.maximum(-want, 0))
