@@ -86,19 +86,27 @@ def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint with_bi
 
 cdef i2r_status _pack(const floating[:, :, ::1] wm, const floating[::1] bias, int64_t kh,
                       int64_t kw, int64_t sw, int64_t dw, bint relu, i2r_isa isa,
-                      i2r_weights **out) noexcept nogil:
+                      i2r_weights **out):
     cdef int64_t groups = wm.shape[0], ocg = wm.shape[2], cg = wm.shape[1] // (kh * kw)
     cdef const void *wptr = &wm[0, 0, 0] if wm.shape[1] else NULL
     cdef const void *bptr = &bias[0] if bias is not None else NULL
     cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
-    return i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, relu, out)
+    cdef i2r_status st
+    with nogil:
+        st = i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, relu, out)
+    return st
 
 
 cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, bint full, int nthreads,
                       bint debug_nan, const floating[:, :, :, ::1] x,
-                      floating[:, :, :, ::1] y, i2r_stats *st) noexcept nogil:
-    return i2r_conv(w, g, I2R_FULL if full else I2R_STRIP, nthreads, debug_nan,
-                    &x[0, 0, 0, 0], &y[0, 0, 0, 0], st)
+                      floating[:, :, :, ::1] y, i2r_stats *st):
+    cdef const void *xptr = &x[0, 0, 0, 0]
+    cdef void *yptr = &y[0, 0, 0, 0]
+    cdef i2r_status status
+    with nogil:   # other Python threads run while the kernels do
+        status = i2r_conv(w, g, I2R_FULL if full else I2R_STRIP, nthreads, debug_nan, xptr,
+                          yptr, st)
+    return status
 
 
 cdef class PackedWeights:
