@@ -43,7 +43,8 @@ def _openmp_flags():
 
 omp = _openmp_flags()
 # -fno-tree-loop-distribute-patterns: short channel copies stay loops (see copy_channels)
-compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-tree-loop-distribute-patterns"] + omp
+compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-tree-loop-distribute-patterns",
+                "-Werror=implicit-function-declaration"] + omp
 link_args = list(omp)
 if os.environ.get("IM2ROW_SANITIZE", "") not in ("", "0"):
     san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]

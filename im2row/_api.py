@@ -7,8 +7,8 @@ C-contiguous arrays to either the compiled kernels (``_native``) or the NumPy co
 import numpy as np
 
 from . import _backend
-from ._args import (check_array, check_bias, check_layout, check_method, check_num_threads,
-                    check_out, make_spec, parse_pair, parse_padding, _int)
+from ._args import (check_array, check_bias, check_byte_count, check_kernel_sizes, check_layout, check_method,
+                    check_num_threads, check_out, make_spec, parse_pair, parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
                           weight_as_matrix, CHUNK_BYTES)
 
@@ -88,9 +88,13 @@ class Conv2d:
         self.kernel_size = (kh, kw)
         self._packed = None
         if method not in ("numpy", "im2col") and _backend.native is not None:
+            check_byte_count(groups * kw * kh * kw * cg * (oc // groups + 64),
+                             weight.dtype.itemsize, "the packed weights", op,
+                             2**62)
             self._packed = _backend.native.PackedWeights(
                 weight_as_matrix(self.weight, layout, groups), self.bias, self.kernel_size,
-                self.stride, self.dilation, activation == "relu", _backend.isa())
+                self.stride, self.dilation, method != "im2row", activation == "relu",
+                _backend.isa())
 
     def _spec(self, x_shape, op):
         return make_spec(x_shape, self.weight.shape, self.dtype, self.stride, self.padding,
@@ -108,7 +112,9 @@ class Conv2d:
         ``threads``. Returns (result, dict)."""
         return self._run(x, out, num_threads, "Conv2d")
 
-    def _run(self, x, out, num_threads, op):
+    def _run(self, x, out, num_threads, op, caller_inputs=()):
+        """caller_inputs: the caller's own (name, array) pairs `out` must not overlap (conv2d
+        passes its weight and bias; a plan holds copies)."""
         check_array(x, "x", op, (3, 4))
         if x.dtype != self.dtype:
             raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} "
@@ -118,8 +124,10 @@ class Conv2d:
         if out is None:
             out = np.empty(spec.out_shape, spec.dtype)
         else:
-            check_out(out, spec, (("x", x), ("weight", self.weight), ("bias", self.bias)), op)
+            check_out(out, spec, (("x", x),) + tuple(caller_inputs), op)
         method = self._resolve(spec)
+        if method in COMPILED_METHODS:
+            check_kernel_sizes(spec, nthreads, op)
         x4 = x if spec.batched else x[None]
         out4 = out if spec.batched else out[None]
         info = {"method": method}
@@ -237,7 +245,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     check_bias(bias, weight.shape[0] if layout == "NCHW" else weight.shape[3], x.dtype, op)
     check_num_threads(num_threads, op)
     plan = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, method=method)
-    return plan._run(x, out, num_threads, op)[0]
+    return plan._run(x, out, num_threads, op, (("weight", weight), ("bias", bias)))[0]
 
 
 def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
@@ -253,21 +261,35 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
+    shapes = []
     for name, shape, ndims in (("input_shape", input_shape, (3, 4)),
                                ("weight_shape", weight_shape, (4,))):
-        if len(tuple(shape)) not in ndims:
+        if not isinstance(shape, (tuple, list)):
+            raise TypeError(f"{op}: {name} must be a tuple of ints, got "
+                            f"{type(shape).__name__}")
+        sizes = tuple(_int(v, name, op) for v in shape)
+        if len(sizes) not in ndims:
             raise ValueError(f"{op}: {name} must have {' or '.join(map(str, ndims))} entries, "
-                             f"got {tuple(shape)}")
-    spec = make_spec(tuple(input_shape), tuple(weight_shape), dtype, stride, padding, dilation,
-                     groups, layout, op)
+                             f"got {sizes}")
+        if min(sizes) < 0:
+            raise ValueError(f"{op}: {name} must not have negative sizes, got {sizes}")
+        shapes.append(sizes)
+    spec = make_spec(shapes[0], shapes[1], dtype, stride, padding, dilation, groups, layout,
+                     op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+    requested = method
     if method == "auto":
         method = "numpy" if _backend.native is None else choose_compiled_method(spec)
     itemsize = dtype.itemsize
+    if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
+        # nothing to lower: the result is empty or bias only, computed without scratch
+        return {"workspace": 0, "packed_weights": 0, "copied": 0, "method": method}
     if method in COMPILED_METHODS:
         native = _backend.require_native(method)
+        check_kernel_sizes(spec, nthreads, op)
         ws, packed, copied = native.predict(spec_geometry(spec), method == "im2row", nthreads,
-                                            _backend.isa(), itemsize == 8, True)
+                                            _backend.isa(), itemsize == 8,
+                                            requested != "im2row", True)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
     k = spec.cg * spec.kh * spec.kw
@@ -304,7 +326,8 @@ def im2row(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     in (kh, kw, c) order for NHWC, matching ``w.reshape(-1, OC)`` for HWIO weights.
     """
     spec, x4 = _lowering_spec(x, kernel_size, stride, padding, dilation, layout, "im2row")
-    res = lower_im2row(x4, spec)
+    res = lower_im2row(x4, spec) if x4.size else np.zeros(
+        (spec.n, spec.oh * spec.ow, spec.c * spec.kh * spec.kw), spec.dtype)
     return res if spec.batched else res[0]
 
 
@@ -313,7 +336,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     input), rows in the same order as im2row's columns. For NCHW it equals PyTorch's
     ``torch.nn.functional.unfold``."""
     spec, x4 = _lowering_spec(x, kernel_size, stride, padding, dilation, layout, "im2col")
-    res = lower_im2col(x4, spec)
+    res = lower_im2col(x4, spec) if x4.size else np.zeros(
+        (spec.n, spec.c * spec.kh * spec.kw, spec.oh * spec.ow), spec.dtype)
     return res if spec.batched else res[0]
 
 

@@ -68,8 +68,14 @@ def _int(value, name, op):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}") from None
 
 
+def _bounded(value, name, op):
+    if value > _MAX_PARAM:
+        raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {value}")
+    return value
+
+
 def parse_pair(value, name, op, minimum=1):
-    """int or pair of ints (each >= minimum) -> (a, b)."""
+    """int or pair of ints (each >= minimum, < 2**31) -> (a, b)."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, "
@@ -81,7 +87,7 @@ def parse_pair(value, name, op, minimum=1):
     if min(pair) < minimum:
         rule = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{op}: {name} must be {rule}, got {value!r}")
-    return pair
+    return (_bounded(pair[0], name, op), _bounded(pair[1], name, op))
 
 
 def parse_padding(padding, in_hw, kernel_hw, stride, dilation, op):
@@ -117,7 +123,7 @@ def parse_padding(padding, in_hw, kernel_hw, stride, dilation, op):
         pads = [p, p, p, p]
     if min(pads) < 0:
         raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
-    return tuple(pads)
+    return tuple(_bounded(p, "padding", op) for p in pads)
 
 
 def check_array(a, name, op, ndims):
@@ -144,13 +150,40 @@ def check_num_threads(num_threads, op):
     n = _int(num_threads, "num_threads", op)
     if n < 1:
         raise ValueError(f"{op}: num_threads must be None or >= 1, got {num_threads!r}")
-    return n
+    return min(n, MAX_THREADS)
 
 
-def check_byte_count(count, itemsize, what, op):
-    if count * itemsize > _MAX_BYTES:
+# The compiled kernels count sizes in int64 and multiply a few of them together (scratch of
+# all threads, packed copies): every size they may compute is checked against this bound in
+# Python first, with room to spare.
+_KERNEL_MAX_BYTES = 2**62
+MAX_THREADS = 1 << 12    # num_threads above this (or above the work items) start no more threads
+_MAX_PARAM = 2**31 - 1   # stride, dilation, padding, groups
+
+
+def check_byte_count(count, itemsize, what, op, limit=_MAX_BYTES):
+    if count * itemsize > limit:
         raise ValueError(f"{op}: {what} would need {count * itemsize} bytes, more than a 64-bit "
                          f"byte count can address")
+
+
+def check_kernel_sizes(spec, nthreads, op):
+    """Upper bounds of every byte count the compiled kernels compute for this call."""
+    g, cg, ocg = spec.groups, spec.cg, spec.ocg
+    hp = spec.h + spec.padding[0] + spec.padding[1]
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    k = spec.kh * spec.kw * cg
+    pixels = spec.n * spec.oh * spec.ow
+    rows = min(pixels, max(spec.oh * spec.ow, 512))
+    per_thread = (hp * spec.kw * cg + (spec.oh + rows) * 16 * (ocg + cg) + rows * k +
+                  spec.h * spec.w * cg + 4096)
+    tasks = spec.n * g * spec.ow + g * pixels
+    itemsize = spec.dtype.itemsize
+    for what, count in (("the packed weights", g * spec.kw * k * (ocg + 64)),
+                        ("the scratch of all threads", min(nthreads, tasks) * per_thread),
+                        ("the values copied into buffers",
+                         spec.n * g * max(spec.ow * spec.kw * spec.h * cg, spec.oh * spec.ow * k))):
+        check_byte_count(count, itemsize, what, op, _KERNEL_MAX_BYTES)
 
 
 def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, op):
@@ -170,6 +203,7 @@ def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout
     groups = _int(groups, "groups", op)
     if groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups}")
+    _bounded(groups, "groups", op)
     if c % groups:
         raise ValueError(f"{op}: groups={groups} must divide the {c} input channels")
     if wc * groups != c:
@@ -196,6 +230,7 @@ def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout
     check_byte_count(n * oc * oh * ow, itemsize, "the output", op)
     check_byte_count(n * c * hp * wp, itemsize, "the padded input", op)
     check_byte_count(oh * ow * c * kh * kw, itemsize, "one image's im2row matrix", op)
+    check_byte_count(n * oh * ow * c * kh * kw, itemsize, "the batch's im2row matrix", op)
     return ConvSpec(n, c, h, w, oc, kh, kw, groups, stride, dilation, pads, oh, ow,
                     layout, batched, np.dtype(dtype))
 

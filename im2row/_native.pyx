@@ -24,12 +24,12 @@ cdef extern from "i2r.h" nogil:
         pass
     i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                                 const void *bias, int64_t groups, int64_t kh, int64_t kw,
-                                int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int relu,
-                                i2r_weights **out)
+                                int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
+                                int rotations, int relu, i2r_weights **out)
     void i2r_free_weights(i2r_weights *w)
     int64_t i2r_packed_bytes(const i2r_weights *w)
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
-                           int nthreads, int with_bias, i2r_stats *stats)
+                           int nthreads, int rotations, int with_bias, i2r_stats *stats)
     i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
                         int nthreads, int debug_nan, const void *x, void *y, i2r_stats *stats)
     i2r_isa i2r_cpu_isa()
@@ -74,26 +74,30 @@ cdef _check(i2r_status status, str what):
                            f"the arguments passed the Python checks, please report this")
 
 
-def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint with_bias=False):
-    """(workspace bytes, packed-weight bytes, values copied) of one call, without running it."""
+def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint rotations,
+            bint with_bias):
+    """(workspace bytes, packed-weight bytes, values copied) of one call, without running it.
+    rotations: whether the weights were packed for the strip (see PackedWeights)."""
     cdef i2r_geom g
     cdef i2r_stats st
     _fill_geom(&g, geom)
     _check(i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
-                       I2R_FULL if full else I2R_STRIP, nthreads, with_bias, &st), "predict")
+                       I2R_FULL if full else I2R_STRIP, nthreads, rotations, with_bias, &st),
+           "predict")
     return st.workspace_bytes, st.packed_bytes, st.copied_values
 
 
 cdef i2r_status _pack(const floating[:, :, ::1] wm, const floating[::1] bias, int64_t kh,
-                      int64_t kw, int64_t sw, int64_t dw, bint relu, i2r_isa isa,
-                      i2r_weights **out):
+                      int64_t kw, int64_t sw, int64_t dw, bint rotations, bint relu,
+                      i2r_isa isa, i2r_weights **out):
     cdef int64_t groups = wm.shape[0], ocg = wm.shape[2], cg = wm.shape[1] // (kh * kw)
     cdef const void *wptr = &wm[0, 0, 0] if wm.shape[1] else NULL
     cdef const void *bptr = &bias[0] if bias is not None else NULL
     cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
     cdef i2r_status st
     with nogil:
-        st = i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, relu, out)
+        st = i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, rotations,
+                              relu, out)
     return st
 
 
@@ -110,25 +114,27 @@ cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, bint full, int nt
 
 
 cdef class PackedWeights:
-    """Weights packed once for the GEMM microkernels of one ISA level (all strip rotations).
+    """Weights packed once for the GEMM microkernels of one ISA level.
 
     wm: (G, KH*KW*Cg, OCg) C-contiguous, rows in (kh, kw, c) order; bias: (OC,) or None.
+    rotations: pack a copy per strip rotation (for "i2r"); without, only the unrotated copy
+    ("im2row" needs no more).
     """
     cdef i2r_weights *w
     cdef readonly str isa
     cdef readonly bint f64
 
-    def __cinit__(self, wm, bias, tuple kernel_size, tuple stride, tuple dilation, bint relu,
-                  str isa):
+    def __cinit__(self, wm, bias, tuple kernel_size, tuple stride, tuple dilation,
+                  bint rotations, bint relu, str isa):
         cdef int64_t kh = kernel_size[0], kw = kernel_size[1], sw = stride[1], dw = dilation[1]
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
         self.f64 = wm.dtype.itemsize == 8
         if self.f64:
-            st = _pack[double](wm, bias, kh, kw, sw, dw, relu, code, &self.w)
+            st = _pack[double](wm, bias, kh, kw, sw, dw, rotations, relu, code, &self.w)
         else:
-            st = _pack[float](wm, bias, kh, kw, sw, dw, relu, code, &self.w)
+            st = _pack[float](wm, bias, kh, kw, sw, dw, rotations, relu, code, &self.w)
         _check(st, "weight packing")
 
     def __dealloc__(self):

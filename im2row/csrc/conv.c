@@ -35,6 +35,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        TASKS_PER_THREAD = 4,
        MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
        STACK_ROWS = 512 };/* I2R_FULL: small images are stacked into GEMMs of this many rows */
+#define MAX_ROTATION_BYTES ((int64_t)64 << 20)
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
  * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
@@ -72,8 +73,20 @@ static int64_t gcd64(int64_t a, int64_t b)
     return a;
 }
 
+/* Values of one group's packed weights for one rotation. */
+static int64_t rotation_size(const i2r_layout *L)
+{
+    return L->depthwise ? L->k : L->npanels * L->k * L->nr;
+}
+
+static size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
+
+/* rotations = 0 packs rotation 0 only (enough for I2R_FULL; a strip then refills all KW slots
+ * at every column). Rotations are also dropped when their copies would pass
+ * MAX_ROTATION_BYTES (very wide kernels: the packed size grows like KW^2). */
 static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
-                        int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw)
+                        int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
+                        int rotations)
 {
     gemm_kernel gk = gemm_select(isa, dtype);
     int64_t g0 = gcd64(sw, dw);
@@ -92,21 +105,19 @@ static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t gro
     L->npanels = L->depthwise ? 1 : (ocg + gk.nr - 1) / gk.nr;
     L->col_step = dw / g0;
     L->rot_step = sw / g0;
-    if (L->rot_step >= kw) {           /* no tap is shared: natural order, full refills */
+    L->rot_unit = L->rot_step < kw ? gcd64(L->rot_step, kw) : kw;
+    int64_t copies_bytes = groups * (kw / L->rot_unit) * rotation_size(L) *
+                           (int64_t)dtype_size(dtype);
+    if (L->rot_step >= kw || !rotations ||
+        (kw / L->rot_unit > 1 && copies_bytes > MAX_ROTATION_BYTES)) {
+        /* no tap shared (or no rotated copies): natural column order, full refills */
         L->col_step = 1;
         L->rot_step = 0;
+        L->rot_unit = kw;
     }
-    L->rot_unit = L->rot_step ? gcd64(L->rot_step, kw) : kw;
     L->nrot = kw / L->rot_unit;
 }
 
-/* Values of one group's packed weights for one rotation. */
-static int64_t rotation_size(const i2r_layout *L)
-{
-    return L->depthwise ? L->k : L->npanels * L->k * L->nr;
-}
-
-static size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
 
 /* Scratch is 64-byte aligned and rounded up to whole cache lines. */
 static int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
@@ -262,14 +273,14 @@ static void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, in
 
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
-                            int64_t sw, int64_t dw, int relu, i2r_weights **out)
+                            int64_t sw, int64_t dw, int rotations, int relu, i2r_weights **out)
 {
     i2r_weights *w = calloc(1, sizeof *w);
     int64_t pbytes, bbytes;
     *out = NULL;
     if (!w)
         return I2R_ENOMEM;
-    make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw);
+    make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw, rotations);
     w->relu = relu;
     packed_sizes(&w->L, bias != NULL, &pbytes, &bbytes);
     w->packed = alloc64(pbytes);
@@ -306,7 +317,7 @@ static int geometry_matches(const i2r_layout *L, const i2r_geom *g)
 }
 
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
-                       int nthreads, int with_bias, i2r_stats *stats)
+                       int nthreads, int rotations, int with_bias, i2r_stats *stats)
 {
     i2r_layout L;
     schedule s;
@@ -314,7 +325,7 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
     if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || nthreads < 1)
         return I2R_EINVAL;
     make_layout(&L, dtype, isa, g->groups, g->kh, g->kw, g->c / g->groups, g->oc / g->groups,
-                g->sw, g->dw);
+                g->sw, g->dw, rotations);
     if (!geometry_matches(&L, g))
         return I2R_EINVAL;
     make_schedule(&s, &L, g, method, nthreads);

@@ -42,18 +42,20 @@ typedef struct {
 
 typedef struct i2r_weights i2r_weights;   /* opaque */
 
-/* Pack wm (see above) and an optional bias[OC] for one dtype and ISA level. relu fuses
- * max(x, 0) into the epilogue. *out is freed with i2r_free_weights. */
+/* Pack wm (see above) and an optional bias[OC] for one dtype and ISA level. rotations = 0
+ * packs only the unrotated copy (all I2R_FULL needs; I2R_STRIP then refills every slot at every
+ * column). relu fuses max(x, 0) into the epilogue. *out is freed with i2r_free_weights. */
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
-                            int64_t sw, int64_t dw, int relu, i2r_weights **out);
+                            int64_t sw, int64_t dw, int rotations, int relu,
+                            i2r_weights **out);
 void i2r_free_weights(i2r_weights *w);
 int64_t i2r_packed_bytes(const i2r_weights *w);
 
 /* Scratch, copy counts and packed-weight bytes of one i2r_conv call, without weights and
  * without running it (the same work split as i2r_conv computes them). */
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
-                       int nthreads, int with_bias, i2r_stats *stats);
+                       int nthreads, int rotations, int with_bias, i2r_stats *stats);
 
 /* y = conv(x, w): x and y as in the conventions above, y never aliasing x. debug_nan fills
  * scratch with NaN first so that a read of an unwritten value shows in y. */
