@@ -7,8 +7,9 @@ C-contiguous arrays to either the compiled kernels (``_native``) or the NumPy co
 import numpy as np
 
 from . import _backend
-from ._args import (check_array, check_bias, check_byte_count, check_kernel_sizes, check_layout, check_method,
-                    check_num_threads, check_out, make_spec, parse_pair, parse_padding, _int)
+from ._args import (check_array, check_bias, check_byte_count, check_conv_args,
+                    check_kernel_sizes, check_layout, check_method, check_num_threads,
+                    check_out, check_same_dtype, make_spec, parse_pair, parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
                           weight_as_matrix, CHUNK_BYTES)
 
@@ -116,9 +117,7 @@ class Conv2d:
         """caller_inputs: the caller's own (name, array) pairs `out` must not overlap (conv2d
         passes its weight and bias; a plan holds copies)."""
         check_array(x, "x", op, (3, 4))
-        if x.dtype != self.dtype:
-            raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} "
-                            f"and weight {self.dtype}; cast one with .astype()")
+        check_same_dtype(x, self.dtype, op)
         spec = self._spec(x.shape, op)
         nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
         if out is None:
@@ -233,16 +232,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
            [42., 46., 50.]], dtype=float32)
     """
     op = "conv2d"
-    check_layout(layout, op)
     check_method(method, op)
-    check_array(x, "x", op, (3, 4))
-    check_array(weight, "weight", op, (4,))
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} and "
-                        f"weight {weight.dtype}; cast one with .astype()")
-    # full geometry check first, so shape errors name conv2d and the input
-    make_spec(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups, layout, op)
-    check_bias(bias, weight.shape[0] if layout == "NCHW" else weight.shape[3], x.dtype, op)
+    check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op)
     check_num_threads(num_threads, op)
     plan = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, method=method)
     return plan._run(x, out, num_threads, op, (("weight", weight), ("bias", bias)))[0]

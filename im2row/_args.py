@@ -171,7 +171,6 @@ def check_kernel_sizes(spec, nthreads, op):
     """Upper bounds of every byte count the compiled kernels compute for this call."""
     g, cg, ocg = spec.groups, spec.cg, spec.ocg
     hp = spec.h + spec.padding[0] + spec.padding[1]
-    wp = spec.w + spec.padding[2] + spec.padding[3]
     k = spec.kh * spec.kw * cg
     pixels = spec.n * spec.oh * spec.ow
     rows = min(pixels, max(spec.oh * spec.ow, 512))
@@ -235,13 +234,18 @@ def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout
                     layout, batched, np.dtype(dtype))
 
 
-def check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op="conv2d"):
+def check_same_dtype(x, weight_dtype, op):
+    if x.dtype != weight_dtype:
+        raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} and "
+                        f"weight {weight_dtype}; cast one with .astype()")
+
+
+def check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op):
+    """Every check conv2d makes before building its plan, so errors name conv2d."""
     check_layout(layout, op)
     check_array(x, "x", op, (3, 4))
     check_array(weight, "weight", op, (4,))
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{op}: x and weight must have the same dtype, got x {x.dtype} and "
-                        f"weight {weight.dtype}; cast one with .astype()")
+    check_same_dtype(x, weight.dtype, op)
     spec = make_spec(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups,
                      layout, op)
     check_bias(bias, spec.oc, spec.dtype, op)
