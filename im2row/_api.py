@@ -127,6 +127,10 @@ class Conv2d:
         method = self._resolve(spec)
         if method in COMPILED_METHODS:
             check_kernel_sizes(spec, nthreads, op)
+            if not out.flags.aligned:   # the kernels need aligned elements: go through a copy
+                result, info = self._run(x, None, num_threads, op)
+                out[...] = result
+                return out, info
         x4 = x if spec.batched else x[None]
         out4 = out if spec.batched else out[None]
         info = {"method": method}
@@ -141,8 +145,8 @@ class Conv2d:
             conv_im2col(x4, self.weight, self.bias, spec, out4)
         else:
             ws, copied, threads = self._packed.run(
-                np.ascontiguousarray(x4), out4, spec_geometry(spec), method == "im2row",
-                nthreads, _backend.debug_strip)
+                np.require(x4, requirements=("C", "A")), out4, spec_geometry(spec),
+                method == "im2row", nthreads, _backend.debug_strip)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         if self.activation == "relu":

@@ -103,10 +103,10 @@ def check_im2col_memory(spec, op="conv2d"):
         raise MemoryError(f"{op}: method='im2col' would need {need / 2**30:.1f} GiB for its "
                           f"column matrix, more than half of this machine's memory; use "
                           f"method='i2r' (or 'numpy'), whose buffers stay small")
-    if need > IM2COL_WARN_BYTES:
+    if need > IM2COL_WARN_BYTES:   # a RuntimeWarning: Python hides ResourceWarning by default
         warnings.warn(f"{op}: method='im2col' allocates a {need / 2**30:.1f} GiB column matrix; "
-                      f"method='i2r' needs a small fraction of that", ResourceWarning,
-                      stacklevel=4)
+                      f"method='i2r' needs a small fraction of that", RuntimeWarning,
+                      stacklevel=5)   # the caller of conv2d / Conv2d.__call__
 
 
 def conv_im2col(x, weight, bias, spec, out):

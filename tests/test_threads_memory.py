@@ -338,16 +338,16 @@ def test_large_image_runs_with_i2r():
 
 def test_large_image_im2col_warns_or_refuses_before_allocating():
     """im2col would need a 9 GiB column matrix: it refuses (MemoryError) on a machine with
-    less than 18 GiB, else warns (ResourceWarning). With the warning turned into an error the
+    less than 18 GiB, else warns (RuntimeWarning). With the warning turned into an error the
     call stops before allocating anything: x is a zero-stride view and the (1 GiB) output is
     only reserved, never touched."""
     x = np.broadcast_to(np.float32(1), BIG_X)
     w = np.ones(BIG_W, np.float32)
     need = im2row.workspace_bytes(BIG_X, BIG_W, padding=1, method="im2col")["copied"]
     assert need == 16 * 9 * 4096 * 4096 * 4
-    expect = MemoryError if need > _numpy_conv._physical_memory() // 2 else ResourceWarning
+    expect = MemoryError if need > _numpy_conv._physical_memory() // 2 else RuntimeWarning
     with warnings.catch_warnings():
-        warnings.simplefilter("error", ResourceWarning)
+        warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(expect, match=r"method='im2col' .*\d+\.\d GiB"):
             im2row.conv2d(x, w, padding=1, method="im2col")
         with pytest.raises(expect, match=r"method='im2col' .*\d+\.\d GiB"):
@@ -361,13 +361,13 @@ def _small():
 
 
 def test_im2col_warning_path(monkeypatch):
-    """The warning path on a small input (threshold lowered): ResourceWarning naming the
+    """The warning path on a small input (threshold lowered): RuntimeWarning naming the
     size and the alternative, attributed to the caller's line, and still the right result."""
     x, w = _small()
     monkeypatch.setattr(_numpy_conv, "IM2COL_WARN_BYTES", 0)
     for run in (lambda: im2row.conv2d(x, w, padding=1, method="im2col"),
                 lambda: im2row.Conv2d(w, padding=1, method="im2col")(x)):
-        with pytest.warns(ResourceWarning, match=r"allocates a 0\.0 GiB column matrix; "
+        with pytest.warns(RuntimeWarning, match=r"allocates a 0\.0 GiB column matrix; "
                                                  r"method='i2r'") as rec:
             y = run()
         np.testing.assert_allclose(y, conv2d_reference(x, w, padding=1), atol=1e-4)
@@ -375,7 +375,7 @@ def test_im2col_warning_path(monkeypatch):
             f"the warning points at {rec[0].filename}:{rec[0].lineno}, not at the caller")
     for m in ("numpy", "auto"):       # only im2col materialises the column matrix
         with warnings.catch_warnings():
-            warnings.simplefilter("error", ResourceWarning)
+            warnings.simplefilter("error", RuntimeWarning)
             im2row.conv2d(x, w, padding=1, method=m)
 
 
