@@ -99,6 +99,7 @@ def describe_machine(torch, torch_note):
         "im2row_backend": im2row.backend_info(),
         "versions": library_versions(torch),
         "openblas_env_unset": unset_openblas_variables(),
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         "openblas_kernel": openblas_kernel(pools),
         "threadpools": pools,
         "torch_threads": torch.get_num_threads() if torch is not None else None,

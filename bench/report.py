@@ -119,6 +119,10 @@ def header(machine, config):
     if unset:
         lines.append("- removed from this process's environment before numpy loaded OpenBLAS: "
                      + ", ".join(f"{k}={val}" for k, val in unset.items()))
+    if machine.get("openblas_thread_timeout"):
+        lines.append(f"- OPENBLAS_THREAD_TIMEOUT={machine['openblas_thread_timeout']} (idle "
+                     f"OpenBLAS threads stop spinning soon instead of holding a core while the "
+                     f"next contender is timed)")
     if machine.get("torch_note"):
         lines.append(f"- {machine['torch_note']}")
     lines += [f"- timing: {config['rounds']} interleaved rounds per case (each contender once "
