@@ -179,8 +179,8 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         int64_t chunk = cdiv(total, max64(1, cdiv(want, L->groups)));
         chunk = max64(chunk, min64(MIN_ROWS * L->mr, cdiv(total, nthreads)));
         chunk = min64(chunk, min64(total, max64(g->oh * g->ow, STACK_ROWS)));
-        s->chunk = chunk;
         s->parts = cdiv(total, chunk);
+        s->chunk = chunk = cdiv(total, s->parts);   /* equal chunks: no short last GEMM */
         s->ntasks = L->groups * s->parts;
         s->direct = g->nhwc && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
                     g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;

@@ -133,25 +133,21 @@ static inline void FN(zero_channels)(T *dst, int64_t n)
 }
 
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
- * data. Whole tr x tr tiles go through the ISA's register transpose when dst_step is 1. */
+ * data. Whole tr x tr tiles go through the ISA's register transpose when dst_step is 1; the
+ * tiles are walked down TR destination rows at a time (TR constant-stride store streams,
+ * which the hardware prefetcher follows: NCHW planes are far apart). */
 static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64_t cols,
                           int64_t src_ld, T *dst, int64_t dst_ld, int64_t dst_step)
 {
     void (*tile)(const T *, size_t, T *, size_t) = L->transpose;
     const int64_t TR = L->tr;
-    int64_t r0 = 0;
-    if (dst_step == 1)
-        for (; r0 + TR <= rows; r0 += TR) {
-            int64_t c0 = 0;
-            for (; c0 + TR <= cols; c0 += TR)
-                tile(src + r0 * src_ld + c0, (size_t)src_ld, dst + c0 * dst_ld + r0,
-                     (size_t)dst_ld);
-            for (int64_t c = c0; c < cols; c++)
-                for (int64_t r = r0; r < r0 + TR; r++)
-                    dst[c * dst_ld + r] = src[r * src_ld + c];
-        }
-    for (int64_t c = 0; c < cols; c++)
-        for (int64_t r = r0; r < rows; r++)
+    const int64_t rfull = dst_step == 1 ? rows / TR * TR : 0, cfull = cols / TR * TR;
+    for (int64_t c0 = 0; c0 < cfull; c0 += TR)
+        for (int64_t r0 = 0; r0 < rfull; r0 += TR)
+            tile(src + r0 * src_ld + c0, (size_t)src_ld, dst + c0 * dst_ld + r0,
+                 (size_t)dst_ld);
+    for (int64_t c = 0; c < cols; c++)   /* what the tiles left: the edges */
+        for (int64_t r = c < cfull ? rfull : 0; r < rows; r++)
             dst[c * dst_ld + r * dst_step] = src[r * src_ld + c];
 }
 
@@ -180,9 +176,14 @@ static const T *FN(input_column)(const i2r_layout *L, const i2r_geom *g, int64_t
         const int64_t plane = g->h * g->w;
         src->s0 = col;
         src->s1 = col + SB < g->w ? col + SB : g->w;
-        for (int64_t h = 0; h < rows; h++)   /* (Cg x columns) -> (columns x Cg) */
-            FN(transpose)(L, src->x_img + c0 * plane + h * g->w + src->s0, CG,
-                          src->s1 - src->s0, plane, src->stage + h * SB * CG, CG, 1);
+        /* (Cg x columns) -> (columns x Cg) for every row, a block of TR channels at a time:
+         * the inner loop walks down TR planes together, TR constant-stride streams that the
+         * hardware prefetcher follows (all Cg planes at once defeat it and the TLB). */
+        const T *first = src->x_img + c0 * plane + src->s0;
+        for (int64_t cb = 0; cb < CG; cb += L->tr)
+            for (int64_t h = 0; h < rows; h++)
+                FN(transpose)(L, first + cb * plane + h * g->w, min64(L->tr, CG - cb),
+                              src->s1 - src->s0, plane, src->stage + h * SB * CG + cb, CG, 1);
     }
     *row_stride = SB * CG;
     return src->stage + (col - src->s0) * CG;
@@ -296,11 +297,15 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
         if (++q == len) { q = 0; r++; }
         /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
         if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
-            /* columns j0, j0+t, ... of rows 0..OH-1: colbuf[oh][jj][oc] -> y[oc][oh][j] */
-            for (int64_t oh = 0; oh < g->oh; oh++)
-                FN(transpose)(L, colbuf + oh * JB * L->ocg, nbuf, L->ocg, L->ocg,
-                                    y_img + group * L->ocg * g->oh * g->ow + oh * g->ow + j0,
-                                    g->oh * g->ow, t);
+            /* columns j0, j0+t, ... of rows 0..OH-1: colbuf[oh][jj][oc] -> y[oc][oh][j], TR
+             * channels at a time down all rows: TR constant-stride store streams */
+            const int64_t plane = g->oh * g->ow;
+            T *yg = y_img + group * L->ocg * plane + j0;
+            for (int64_t ob = 0; ob < L->ocg; ob += L->tr)
+                for (int64_t oh = 0; oh < g->oh; oh++)
+                    FN(transpose)(L, colbuf + oh * JB * L->ocg + ob, nbuf,
+                                  min64(L->tr, L->ocg - ob), L->ocg,
+                                  yg + ob * plane + oh * g->ow, plane, t);
             nbuf = 0;
         }
     }

@@ -43,19 +43,41 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
                 acc[i][v] = V_ZERO();
     }
 
-    for (size_t k = 0; k < kc; k++) {
-        V bv[NRV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NRV; v++)
-            bv[v] = V_LOAD(b + k * NR_ + v * VN);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            V av = V_BCAST(ap[i] + k);
-#pragma GCC unroll 4
-            for (int v = 0; v < NRV; v++)
-                acc[i][v] = V_FMA(av, bv[v], acc[i][v]);
-        }
+    /* The k loop, for a row-pointer expression ROW(i). */
+#define K_LOOP(ROW, STEP)                                                   \
+    for (size_t k = 0; k < kc; k++) {                                       \
+        V bv[NRV];                                                          \
+        _Pragma("GCC unroll 4")                                             \
+        for (int v = 0; v < NRV; v++)                                       \
+            bv[v] = V_LOAD(b + k * NR_ + v * VN);                           \
+        _Pragma("GCC unroll 16")                                            \
+        for (int i = 0; i < MR; i++) {                                      \
+            V av = V_BCAST(ROW(i));                                         \
+            _Pragma("GCC unroll 4")                                         \
+            for (int v = 0; v < NRV; v++)                                   \
+                acc[i][v] = V_FMA(av, bv[v], acc[i][v]);                    \
+        }                                                                   \
+        STEP;                                                               \
     }
+    if (mr == MR) {
+        /* Full tile: rows at a + i*lda, addressed from a base every 3 rows plus 0, 1 or 2
+         * lda (one scaled index register), so the row addresses fit in the general
+         * registers instead of 14 pointers spilled to the stack. */
+        const T *base[(MR + 2) / 3];
+#pragma GCC unroll 8
+        for (int j = 0; j < (MR + 2) / 3; j++)
+            base[j] = a + (size_t)(3 * j) * lda;
+#define ROW_FULL(i) (base[(i) / 3] + ((i) % 3) * lda)
+#define STEP_FULL _Pragma("GCC unroll 8") for (int j = 0; j < (MR + 2) / 3; j++) base[j]++
+        K_LOOP(ROW_FULL, STEP_FULL)
+#undef ROW_FULL
+#undef STEP_FULL
+    } else {
+#define ROW_TAIL(i) (ap[i] + k)
+        K_LOOP(ROW_TAIL, (void)0)
+#undef ROW_TAIL
+    }
+#undef K_LOOP
 
     if (flags & GEMM_EPILOGUE) {
         if (bias) {
