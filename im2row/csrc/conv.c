@@ -55,6 +55,7 @@ typedef struct {
     int64_t nrot;          /* rotations packed */
     void *fn;              /* GEMM microkernel */
     void *dwconv;          /* depthwise microkernel */
+    void *dwplane;         /* depthwise NCHW-plane microkernel */
     int64_t tr;            /* transpose tile */
     void *transpose;       /* transpose microkernel */
 } i2r_layout;
@@ -100,7 +101,7 @@ static void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t gro
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
-    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn; L->dwconv = gk.dwconv;
+    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn; L->dwconv = gk.dwconv; L->dwplane = gk.dwplane;
     L->tr = gk.tr; L->transpose = gk.transpose;
     L->npanels = L->depthwise ? 1 : (ocg + gk.nr - 1) / gk.nr;
     L->col_step = dw / g0;
@@ -145,6 +146,8 @@ typedef struct {
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
+    int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
+    int64_t plane_cols;          /* plane: padded input columns the outputs read */
 } schedule;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -160,7 +163,18 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
      * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
      * threads may still be spinning) holds back only a small task. */
     int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
-    if (method == I2R_STRIP) {
+    if (method == I2R_STRIP && L->depthwise && !g->nhwc) {
+        /* Depthwise on NCHW: a channel's padded plane is small and its outputs are a direct
+         * 2-D convolution of it, vectorised along the output rows; a strip of one channel
+         * would feed a one-wide GEMM. Tasks are blocks of channels. */
+        s->plane = 1;
+        s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        s->plane_cols = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        s->parts = min64(want > g->n ? cdiv(want, g->n) : 1, L->cg);
+        s->ntasks = g->n * s->parts;
+        s->thread_bytes = round_up64(s->strip_rows * s->plane_cols * (int64_t)ts) +
+                          round_up64(g->kh * g->kw * (int64_t)ts);
+    } else if (method == I2R_STRIP) {
         int64_t images = g->n * L->groups;
         s->parts = min64(want > images ? cdiv(want, images) : 1, g->ow);
         s->ntasks = images * s->parts;
@@ -228,12 +242,20 @@ static int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
     return (first || q == 0 || L->rot_step == 0) ? L->kw : L->rot_step;
 }
 
+/* Plane: padded columns [pl, min(pl + W, plane_cols)) hold input. */
+static int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
+{
+    return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
+}
+
 static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method method,
                             const schedule *s)
 {
     int64_t per_image = 0;
     if (method == I2R_FULL)
         return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
+    if (s->plane)
+        return g->n * L->cg * strip_input_rows(g, s->strip_rows) * plane_input_cols(g, s);
     for (int64_t b = 0; b < s->parts; b++) {
         int64_t p0, p1, r, q;
         task_positions(b, s->parts, g->ow, &p0, &p1);

@@ -348,6 +348,31 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     return copied;
 }
 
+/* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
+ * into the padded plane (its zero borders were written once), then the dwplane microkernel
+ * convolves the plane. */
+static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                              const T *x_img, T *y_img, int64_t c0, int64_t c1, T *plane, T *wc)
+{
+    const i2r_layout *L = &w->L;
+    void (*dwplane)(size_t, size_t, size_t, size_t, size_t, size_t, size_t, size_t, const T *,
+                    size_t, const T *, T, T *, int) = L->dwplane;
+    const int64_t PC = s->plane_cols, rows = strip_input_rows(g, s->strip_rows);
+    const int64_t cols = plane_input_cols(g, s), taps = g->kh * g->kw, C = L->cg;
+    const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t h = 0; h < rows; h++)
+            FN(copy_channels)(plane + (g->pt + h) * PC + g->pl,
+                              x_img + (c * g->h + h) * g->w, cols);
+        for (int64_t t = 0; t < taps; t++)
+            wc[t] = packed[t * C + c];
+        dwplane((size_t)g->oh, (size_t)g->ow, (size_t)g->kh, (size_t)g->kw, (size_t)g->sh,
+                (size_t)g->sw, (size_t)g->dh, (size_t)g->dw, plane, (size_t)PC, wc,
+                bias ? bias[c] : (T)0, y_img + c * g->oh * g->ow, w->relu);
+    }
+    return (c1 - c0) * rows * cols;
+}
+
 /* Fresh thread scratch: zero the strip's padding rows (never written later); with debug_nan
  * fill everything else with NaN so a read of a slot or row not yet written shows. */
 static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const schedule *s,
@@ -357,7 +382,21 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
     if (debug_nan)
         for (int64_t i = 0; i < n; i++)
             scratch[i] = (T)NAN;
-    if (method == I2R_STRIP) {
+    if (s->plane) {   /* zero the plane's borders: rows and columns that hold no input */
+        const int64_t PC = s->plane_cols, in_rows = strip_input_rows(g, s->strip_rows);
+        const int64_t in_cols = plane_input_cols(g, s);
+        for (int64_t r = 0; r < s->strip_rows; r++) {
+            T *row = scratch + r * PC;
+            if (r < g->pt || r >= g->pt + in_rows) {
+                memset(row, 0, (size_t)PC * sizeof(T));
+            } else {
+                memset(row, 0, (size_t)min64(g->pl, PC) * sizeof(T));
+                if (g->pl + in_cols < PC)
+                    memset(row + g->pl + in_cols, 0,
+                           (size_t)(PC - g->pl - in_cols) * sizeof(T));
+            }
+        }
+    } else if (method == I2R_STRIP) {
         int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
         int64_t top = g->pt < s->strip_rows ? g->pt : s->strip_rows;
         memset(scratch, 0, (size_t)(top * row) * sizeof(T));
@@ -399,7 +438,13 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
             if (failed)
                 continue;
             int64_t b = task % s.parts;
-            if (method == I2R_STRIP) {
+            if (s.plane) {
+                int64_t n = task / s.parts;
+                copied += FN(plane_task)(w, g, &s, x + n * x_image, y + n * y_image,
+                                         b * L->cg / s.parts, (b + 1) * L->cg / s.parts,
+                                         scratch, scratch + round_up64(s.strip_rows *
+                                         s.plane_cols * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
+            } else if (method == I2R_STRIP) {
                 int64_t ng = task / s.parts, n = ng / L->groups, group = ng % L->groups, p0, p1;
                 task_positions(b, s.parts, g->ow, &p0, &p1);
                 if (p0 < p1)

@@ -30,12 +30,14 @@ gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype)
         k.mr = 14; k.nr = f64 ? 16 : 32;
         k.fn = f64 ? (void *)gemm_f64_14x16_avx512 : (void *)gemm_f32_14x32_avx512;
         k.dwconv = f64 ? (void *)dwconv_f64_avx512 : (void *)dwconv_f32_avx512;
+        k.dwplane = f64 ? (void *)dwplane_f64_avx512 : (void *)dwplane_f32_avx512;
         return k;
     }
     if (isa == I2R_ISA_AVX2) {
         k.mr = 6; k.nr = f64 ? 8 : 16;
         k.fn = f64 ? (void *)gemm_f64_6x8_avx2 : (void *)gemm_f32_6x16_avx2;
         k.dwconv = f64 ? (void *)dwconv_f64_avx2 : (void *)dwconv_f32_avx2;
+        k.dwplane = f64 ? (void *)dwplane_f64_avx2 : (void *)dwplane_f32_avx2;
         return k;
     }
 #endif
@@ -43,6 +45,7 @@ gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype)
     k.mr = 4; k.nr = f64 ? 8 : 16;
     k.fn = f64 ? (void *)gemm_f64_4x8_generic : (void *)gemm_f32_4x16_generic;
     k.dwconv = f64 ? (void *)dwconv_f64_generic : (void *)dwconv_f32_generic;
+    k.dwplane = f64 ? (void *)dwplane_f64_generic : (void *)dwplane_f32_generic;
     return k;
 }
 

@@ -41,7 +41,47 @@ void DWNAME(size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride, co
     }
 }
 
+/* A depthwise convolution of one NCHW channel plane (DWPLANENAME):
+ *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * plane[(r*sh + a*dh)*pc + j*sw + b*dw]
+ * for r < oh, j < ow; plane is the zero-padded input channel, pc values a row. With sw = 1 a
+ * vector of VN outputs accumulates in a register over all taps (contiguous loads). */
+void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, size_t dh,
+                 size_t dw, const T *plane, size_t pc, const T *w, T bias, T *out, int relu)
+{
+    for (size_t r = 0; r < oh; r++) {
+        const T *in = plane + r * sh * pc;
+        T *o = out + r * ow;
+        if (sw != 1) {
+            for (size_t j = 0; j < ow; j++) {
+                T acc = bias;
+                for (size_t a = 0; a < kh; a++)
+                    for (size_t b = 0; b < kw; b++)
+                        acc += w[a * kw + b] * in[a * dh * pc + j * sw + b * dw];
+                o[j] = relu && acc < (T)0 ? (T)0 : acc;
+            }
+            continue;
+        }
+        for (size_t j = 0; j < ow; j += VN) {
+            int n = ow - j < VN ? (int)(ow - j) : VN;
+            V acc = V_BCAST(&bias);
+            for (size_t a = 0; a < kh; a++)
+                for (size_t b = 0; b < kw; b++) {
+                    const T *p = in + a * dh * pc + j + b * dw;
+                    acc = V_FMA(V_BCAST(w + a * kw + b), n == VN ? V_LOAD(p) : V_LOAD_N(p, n),
+                                acc);
+                }
+            if (relu)
+                acc = V_MAX(acc, V_ZERO());
+            if (n == VN)
+                V_STORE(o + j, acc);
+            else
+                V_STORE_N(o + j, acc, n);
+        }
+    }
+}
+
 #undef DWNAME
+#undef DWPLANENAME
 #undef DWV
 #undef T
 #undef V

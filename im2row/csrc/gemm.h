@@ -31,10 +31,17 @@ typedef void (*dwconv_f64_fn)(size_t channels, size_t nseg, size_t seg_taps,
                               size_t seg_stride, const double *a, const double *w,
                               const double *bias, double *out, int relu);
 
+/* A depthwise convolution of one padded NCHW channel plane (dwconv_ukernel.template.h). */
+#define DWPLANE_ARGS(T) size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, \
+    size_t dh, size_t dw, const T *plane, size_t pc, const T *w, T bias, T *out, int relu
+typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
+typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
+
 typedef struct {
     int mr, nr;      /* register tile */
     void *fn;        /* gemm_f32_fn or gemm_f64_fn */
     void *dwconv;    /* dwconv_f32_fn or dwconv_f64_fn */
+    void *dwplane;   /* dwplane_f32_fn or dwplane_f64_fn */
     int tr;          /* tile of the transpose kernel: 8 (f32) or 4 (f64) */
     void *transpose; /* transpose_f32_fn or transpose_f64_fn */
 } gemm_kernel;
@@ -58,8 +65,11 @@ gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
     void name(size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride, const T *a, \
               const T *w, const T *bias, T *out, int relu)
 GEMM_DECLARE(gemm_f32_4x16_generic, float);
+#define DWPLANE_DECLARE(name, T) void name(DWPLANE_ARGS(T))
 DWCONV_DECLARE(dwconv_f32_generic, float);
 DWCONV_DECLARE(dwconv_f64_generic, double);
+DWPLANE_DECLARE(dwplane_f32_generic, float);
+DWPLANE_DECLARE(dwplane_f64_generic, double);
 GEMM_DECLARE(gemm_f64_4x8_generic, double);
 #if defined(__x86_64__) && defined(__GNUC__)
 #define I2R_X86 1
@@ -68,6 +78,10 @@ GEMM_DECLARE(gemm_f64_6x8_avx2, double);
 GEMM_DECLARE(gemm_f32_14x32_avx512, float);
 GEMM_DECLARE(gemm_f64_14x16_avx512, double);
 DWCONV_DECLARE(dwconv_f32_avx2, float);
+DWPLANE_DECLARE(dwplane_f32_avx2, float);
+DWPLANE_DECLARE(dwplane_f64_avx2, double);
+DWPLANE_DECLARE(dwplane_f32_avx512, float);
+DWPLANE_DECLARE(dwplane_f64_avx512, double);
 TRANSPOSE_DECLARE(transpose_f32_8x8_avx2, float);
 TRANSPOSE_DECLARE(transpose_f64_4x4_avx2, double);
 DWCONV_DECLARE(dwconv_f64_avx2, double);

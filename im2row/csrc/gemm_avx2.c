@@ -31,6 +31,7 @@ static inline __m256i lane_mask_64(int n)
 #define V_MAX(a, b) _mm256_max_ps(a, b)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f32_avx2
+#define DWPLANENAME dwplane_f32_avx2
 #define DWV 4
 #include "dwconv_ukernel.template.h"
 
@@ -50,6 +51,7 @@ static inline __m256i lane_mask_64(int n)
 #define V_MAX(a, b) _mm256_max_pd(a, b)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f64_avx2
+#define DWPLANENAME dwplane_f64_avx2
 #define DWV 4
 #include "dwconv_ukernel.template.h"
 

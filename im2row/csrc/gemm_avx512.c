@@ -24,6 +24,7 @@
 #define V_MAX(a, b) _mm512_max_ps(a, b)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f32_avx512
+#define DWPLANENAME dwplane_f32_avx512
 #define DWV 4
 #include "dwconv_ukernel.template.h"
 
@@ -43,6 +44,7 @@
 #define V_MAX(a, b) _mm512_max_pd(a, b)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f64_avx512
+#define DWPLANENAME dwplane_f64_avx512
 #define DWV 4
 #include "dwconv_ukernel.template.h"
 #endif

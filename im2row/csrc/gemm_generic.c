@@ -18,6 +18,7 @@
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f32_generic
+#define DWPLANENAME dwplane_f32_generic
 #define DWV 8
 #include "dwconv_ukernel.template.h"
 
@@ -37,6 +38,7 @@
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f64_generic
+#define DWPLANENAME dwplane_f64_generic
 #define DWV 8
 #include "dwconv_ukernel.template.h"
 
