@@ -29,6 +29,7 @@
 #endif
 
 enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-NOTES) */
+       KC_WHOLE = 1152,   /* ... but K up to this is not split (fewer passes over C) */
        MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
        JB = 16,           /* output columns gathered before an NCHW output is transposed */
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */

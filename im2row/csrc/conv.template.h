@@ -59,7 +59,8 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
     const i2r_layout *L = &w->L;
     const GEMM_FN ukernel = (GEMM_FN)L->fn;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
-    const int64_t nkb = (seglen + KC - 1) / KC, kcs = (seglen + nkb - 1) / nkb;
+    const int64_t nkb = seglen <= KC_WHOLE ? 1 : (seglen + KC - 1) / KC;
+    const int64_t kcs = (seglen + nkb - 1) / nkb;
     for (int64_t s = 0; s < nseg; s++)
         for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
             int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
