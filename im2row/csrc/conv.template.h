@@ -92,11 +92,12 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
                             const T *bpack, const T *bias, T *c, int64_t ldc)
 {
     const i2r_layout *L = &w->L;
-    void (*ukernel)(size_t, size_t, size_t, size_t, const T *, const T *, const T *, T *,
-                    int) = L->dwconv;
-    for (int64_t i = 0; i < M; i++)
-        ukernel((size_t)L->cg, (size_t)nseg, (size_t)(seglen / L->cg), (size_t)seg_stride,
-                a + i * lda, bpack, bias, c + i * ldc, w->relu);
+    void (*ukernel)(size_t, size_t, size_t, size_t, size_t, const T *, size_t, const T *,
+                    const T *, T *, size_t, int) = L->dwconv;
+    for (int64_t i = 0; i < M; i += DWCONV_ROWS)
+        ukernel((size_t)min64(DWCONV_ROWS, M - i), (size_t)L->cg, (size_t)nseg,
+                (size_t)(seglen / L->cg), (size_t)seg_stride, a + i * lda, (size_t)lda, bpack,
+                bias, c + i * ldc, (size_t)ldc, w->relu);
 }
 
 /* C = A * packed weights (+ bias, ReLU): the GEMM, or its depthwise counterpart. */

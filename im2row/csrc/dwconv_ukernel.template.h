@@ -1,43 +1,65 @@
 /* One depthwise-convolution microkernel (contract in gemm.h), instantiated after
- * gemm_ukernel.template.h with the same vector macros still defined, plus DWNAME and DWV
- * (vectors of channels kept in registers at once). It undefines all the macros at the end.
+ * gemm_ukernel.template.h with the same vector macros still defined, plus DWNAME, DWPLANENAME,
+ * DWV (vectors of channels per block) and DWR (output pixels per call). It undefines all the
+ * macros at the end.
  *
- *   out[c] = bias[c] + sum_t a[tap(t) + c] * w[t*channels + c]     (c < channels)
- *
+ *   out[r*ldo + c] = bias[c] + sum_t a[r*lda + tap(t) + c] * w[t*channels + c]
+ *                                                        (r < m <= DWR, c < channels)
  * Taps come in nseg segments of seg_taps taps, channels contiguous in each tap:
  * tap(s*seg_taps + i) = s*seg_stride + i*channels (one strip row, or KH rows dh apart).
- * w is the packed (taps, channels) weight block of the rotation in use; bias may be NULL. */
-void DWNAME(size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride, const T *a,
-            const T *w, const T *bias, T *out, int relu)
+ * w is the packed (taps, channels) weight block of the rotation in use; bias may be NULL.
+ * DWR pixels share each weight load (DWR*DWV accumulators); rows past m alias row m-1. */
+void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride,
+            const T *a, size_t lda, const T *w, const T *bias, T *out, size_t ldo, int relu)
 {
+    const T *ar[DWR];
+    T *orow[DWR];
+#pragma GCC unroll 8
+    for (int r = 0; r < DWR; r++) {
+        size_t rr = (size_t)r < m ? (size_t)r : m - 1;
+        ar[r] = a + rr * lda;
+        orow[r] = out + rr * ldo;
+    }
     size_t c0 = 0;
     for (; c0 + DWV * VN <= channels; c0 += DWV * VN) {
-        V acc[DWV];
+        V acc[DWR][DWV];
 #pragma GCC unroll 8
-        for (int v = 0; v < DWV; v++)
-            acc[v] = bias ? V_LOAD(bias + c0 + v * VN) : V_ZERO();
+        for (int r = 0; r < DWR; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < DWV; v++)
+                acc[r][v] = bias ? V_LOAD(bias + c0 + v * VN) : V_ZERO();
         for (size_t sg = 0; sg < nseg; sg++)
             for (size_t i = 0; i < seg_taps; i++) {
-                const T *r = a + sg * seg_stride + i * channels + c0;
+                size_t off = sg * seg_stride + i * channels + c0;
                 const T *wt = w + (sg * seg_taps + i) * channels + c0;
+                V wv[DWV];
 #pragma GCC unroll 8
                 for (int v = 0; v < DWV; v++)
-                    acc[v] = V_FMA(V_LOAD(r + v * VN), V_LOAD(wt + v * VN), acc[v]);
+                    wv[v] = V_LOAD(wt + v * VN);
+#pragma GCC unroll 8
+                for (int r = 0; r < DWR; r++)
+#pragma GCC unroll 8
+                    for (int v = 0; v < DWV; v++)
+                        acc[r][v] = V_FMA(V_LOAD(ar[r] + off + v * VN), wv[v], acc[r][v]);
             }
 #pragma GCC unroll 8
-        for (int v = 0; v < DWV; v++)
-            V_STORE(out + c0 + v * VN, relu ? V_MAX(acc[v], V_ZERO()) : acc[v]);
+        for (int r = 0; r < DWR; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < DWV; v++)
+                V_STORE(orow[r] + c0 + v * VN, relu ? V_MAX(acc[r][v], V_ZERO()) : acc[r][v]);
     }
     for (; c0 < channels; c0 += VN) {   /* the last channels, one (partial) vector at a time */
         int n = channels - c0 < VN ? (int)(channels - c0) : VN;
-        V acc = bias ? V_LOAD_N(bias + c0, n) : V_ZERO();
-        for (size_t sg = 0; sg < nseg; sg++)
-            for (size_t i = 0; i < seg_taps; i++) {
-                const T *r = a + sg * seg_stride + i * channels + c0;
-                const T *wt = w + (sg * seg_taps + i) * channels + c0;
-                acc = V_FMA(V_LOAD_N(r, n), V_LOAD_N(wt, n), acc);
-            }
-        V_STORE_N(out + c0, relu ? V_MAX(acc, V_ZERO()) : acc, n);
+        for (int r = 0; r < DWR; r++) {
+            V acc = bias ? V_LOAD_N(bias + c0, n) : V_ZERO();
+            for (size_t sg = 0; sg < nseg; sg++)
+                for (size_t i = 0; i < seg_taps; i++) {
+                    const T *p = ar[r] + sg * seg_stride + i * channels + c0;
+                    const T *wt = w + (sg * seg_taps + i) * channels + c0;
+                    acc = V_FMA(V_LOAD_N(p, n), V_LOAD_N(wt, n), acc);
+                }
+            V_STORE_N(orow[r] + c0, relu ? V_MAX(acc, V_ZERO()) : acc, n);
+        }
     }
 }
 
@@ -83,6 +105,7 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
 #undef DWNAME
 #undef DWPLANENAME
 #undef DWV
+#undef DWR
 #undef T
 #undef V
 #undef VN

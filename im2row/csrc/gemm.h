@@ -24,12 +24,12 @@ typedef void (*gemm_f64_fn)(size_t mr, size_t nr, size_t kc, const double *a, si
                             int flags);
 
 /* Depthwise convolution of one output pixel over all channels (dwconv_ukernel.template.h). */
-typedef void (*dwconv_f32_fn)(size_t channels, size_t nseg, size_t seg_taps,
-                              size_t seg_stride, const float *a, const float *w,
-                              const float *bias, float *out, int relu);
-typedef void (*dwconv_f64_fn)(size_t channels, size_t nseg, size_t seg_taps,
-                              size_t seg_stride, const double *a, const double *w,
-                              const double *bias, double *out, int relu);
+#define DWCONV_ARGS(T) size_t m, size_t channels, size_t nseg, size_t seg_taps, \
+    size_t seg_stride, const T *a, size_t lda, const T *w, const T *bias, T *out, size_t ldo, \
+    int relu
+typedef void (*dwconv_f32_fn)(DWCONV_ARGS(float));
+typedef void (*dwconv_f64_fn)(DWCONV_ARGS(double));
+enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (DWR) */
 
 /* A depthwise convolution of one padded NCHW channel plane (dwconv_ukernel.template.h). */
 #define DWPLANE_ARGS(T) size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, \
@@ -61,9 +61,7 @@ gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
               size_t ldc, const T *bias, int flags)
-#define DWCONV_DECLARE(name, T) \
-    void name(size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride, const T *a, \
-              const T *w, const T *bias, T *out, int relu)
+#define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
 GEMM_DECLARE(gemm_f32_4x16_generic, float);
 #define DWPLANE_DECLARE(name, T) void name(DWPLANE_ARGS(T))
 DWCONV_DECLARE(dwconv_f32_generic, float);

@@ -32,7 +32,8 @@ static inline __m256i lane_mask_64(int n)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f32_avx2
 #define DWPLANENAME dwplane_f32_avx2
-#define DWV 4
+#define DWV 2
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 
 #define T double
@@ -52,7 +53,8 @@ static inline __m256i lane_mask_64(int n)
 #include "gemm_ukernel.template.h"
 #define DWNAME dwconv_f64_avx2
 #define DWPLANENAME dwplane_f64_avx2
-#define DWV 4
+#define DWV 2
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 
 /* 8x8 f32 and 4x4 f64 transposes in registers: dst[c*dst_ld + r] = src[r*src_ld + c]. Only

@@ -26,6 +26,7 @@
 #define DWNAME dwconv_f32_avx512
 #define DWPLANENAME dwplane_f32_avx512
 #define DWV 4
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 
 #define T double
@@ -46,5 +47,6 @@
 #define DWNAME dwconv_f64_avx512
 #define DWPLANENAME dwplane_f64_avx512
 #define DWV 4
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 #endif

@@ -20,6 +20,7 @@
 #define DWNAME dwconv_f32_generic
 #define DWPLANENAME dwplane_f32_generic
 #define DWV 8
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 
 #define T double
@@ -40,6 +41,7 @@
 #define DWNAME dwconv_f64_generic
 #define DWPLANENAME dwplane_f64_generic
 #define DWV 8
+#define DWR 4
 #include "dwconv_ukernel.template.h"
 
 
