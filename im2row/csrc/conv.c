@@ -149,6 +149,8 @@ typedef struct {
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
+    int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
+                                    the columns */
 } schedule;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -177,7 +179,9 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           round_up64(g->kh * g->kw * (int64_t)ts);
     } else if (method == I2R_STRIP) {
         int64_t images = g->n * L->groups;
-        s->parts = min64(want > images ? cdiv(want, images) : 1, g->ow);
+        s->split_oc = !g->nhwc;
+        s->parts = min64(want > images ? cdiv(want, images) : 1,
+                         s->split_oc ? L->npanels : g->ow);
         s->ntasks = images * s->parts;
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
         s->thread_bytes = round_up64(s->strip_rows * L->kw * L->cg * (int64_t)ts);
@@ -216,10 +220,19 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
 
 /* Output columns [p0, p1) of a strip task, in chain order: positions enumerate chain 0
  * (columns 0, t, 2t, ...), then chain 1, ... */
-static void task_positions(int64_t b, int64_t parts, int64_t ow, int64_t *p0, int64_t *p1)
+/* A strip task: output columns at positions [p0, p1) (chain order, see position_to_chain)
+ * and output channels of weight panels [pa, pb). NHWC work is split by columns; NCHW work by
+ * panels, so that no two threads write into the same cache line of an NCHW output row. */
+static void task_range(const schedule *s, const i2r_layout *L, int64_t b, int64_t ow,
+                       int64_t *p0, int64_t *p1, int64_t *pa, int64_t *pb)
 {
-    *p0 = b * ow / parts;
-    *p1 = (b + 1) * ow / parts;
+    if (s->split_oc) {
+        *p0 = 0; *p1 = ow;
+        *pa = b * L->npanels / s->parts; *pb = (b + 1) * L->npanels / s->parts;
+    } else {
+        *p0 = b * ow / s->parts; *p1 = (b + 1) * ow / s->parts;
+        *pa = 0; *pb = L->npanels;
+    }
 }
 
 /* Position p -> chain r and index q in the chain (column j = r + q*t). */
@@ -258,8 +271,8 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
     if (s->plane)
         return g->n * L->cg * strip_input_rows(g, s->strip_rows) * plane_input_cols(g, s);
     for (int64_t b = 0; b < s->parts; b++) {
-        int64_t p0, p1, r, q;
-        task_positions(b, s->parts, g->ow, &p0, &p1);
+        int64_t p0, p1, pa, pb, r, q;
+        task_range(s, L, b, g->ow, &p0, &p1, &pa, &pb);
         if (p0 >= p1) continue;
         position_to_chain(p0, g->ow, L->col_step, &r, &q);
         for (int64_t p = p0; p < p1; p++) {

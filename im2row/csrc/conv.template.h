@@ -48,13 +48,14 @@ static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T 
 }
 
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
- * seglen contiguous values seg_stride apart. Blocked as in BLIS: K blocks of <= KC values
+ * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb). Blocked as in BLIS: K blocks of <= KC values
  * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
  * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
  * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              int64_t nseg, int64_t seglen, int64_t seg_stride,
-                             const T *bpack, const T *bias, T *c, int64_t ldc)
+                             const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                             int64_t pb)
 {
     const i2r_layout *L = &w->L;
     const GEMM_FN ukernel = (GEMM_FN)L->fn;
@@ -70,7 +71,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = M - m0 < MC ? M - m0 : MC;
                 const T *ablk = a + m0 * lda + s * seg_stride + k0;
-                for (int64_t p = 0; p < L->npanels; p++) {
+                for (int64_t p = pa; p < pb; p++) {
                     int64_t nr = L->ocg - p * NR < NR ? L->ocg - p * NR : NR;
                     const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
@@ -100,15 +101,17 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
                 bias, c + i * ldc, (size_t)ldc, w->relu);
 }
 
-/* C = A * packed weights (+ bias, ReLU): the GEMM, or its depthwise counterpart. */
+/* C = A * packed weights (+ bias, ReLU), output channels of panels [pa, pb): the GEMM, or
+ * its depthwise counterpart (always all channels: depthwise work is never split by panel). */
 static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                          int64_t nseg, int64_t seglen, int64_t seg_stride,
-                         const T *bpack, const T *bias, T *c, int64_t ldc)
+                         const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                         int64_t pb)
 {
     if (w->L.depthwise)
         FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
     else
-        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
+        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb);
 }
 
 /* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
@@ -161,6 +164,7 @@ typedef struct {
     const T *x_img;
     T *stage;              /* NCHW only: rows x SB x Cg */
     int64_t s0, s1;        /* columns held in stage */
+    int64_t end;           /* columns the task reads are < end: stage no further */
 } FN(column_source);
 
 /* Input column `col` (0 <= col < W) of the group: pointer to its row 0, rows *row_stride
@@ -177,7 +181,7 @@ static const T *FN(input_column)(const i2r_layout *L, const i2r_geom *g, int64_t
     if (col < src->s0 || col >= src->s1) {
         const int64_t plane = g->h * g->w;
         src->s0 = col;
-        src->s1 = col + SB < g->w ? col + SB : g->w;
+        src->s1 = min64(col + SB, min64(g->w, src->end));
         /* (Cg x columns) -> (columns x Cg) for every row, a block of TR channels at a time:
          * the inner loop walks down TR planes together, TR constant-stride streams that the
          * hardware prefetcher follows (all Cg planes at once defeat it and the TLB). */
@@ -266,13 +270,18 @@ static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, 
     return (const T *)w->packed + (group * L->nrot + rot / L->rot_unit) * rotation_size(L);
 }
 
-/* One strip task: output columns at positions [p0, p1) of image n, group `group`. */
+/* One strip task: output columns at positions [p0, p1) of image n, group `group`, output
+ * channels of weight panels [pa, pb). */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
-                              T *strip, T *colbuf, T *stage)
+                              int64_t pa, int64_t pb, T *strip, T *colbuf, T *stage)
 {
-    FN(column_source) src = {x_img, stage, 0, 0};
     const i2r_layout *L = &w->L;
+    /* input columns the task reads end after its last output column's last tap (in chain
+     * order, t > 1, positions are not columns: then bound by the last output column) */
+    int64_t last = L->col_step == 1 ? p1 - 1 : g->ow - 1;
+    FN(column_source) src = {x_img, stage, 0, 0,
+                             last * g->sw + (g->kw - 1) * g->dw - g->pl + 1};
     const int64_t KW = L->kw, CG = L->cg, t = L->col_step, row = KW * CG;
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
     int64_t copied = 0, r, q, nbuf = 0, j0 = 0;
@@ -289,10 +298,10 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
         if (g->nhwc) {
             T *c = y_img + j * g->oc + group * L->ocg;
             FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
-                             bpack, bias, c, g->ow * g->oc);
+                         bpack, bias, c, g->ow * g->oc, pa, pb);
         } else {
             FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
-                             bpack, bias, colbuf + nbuf * L->ocg, JB * L->ocg);
+                         bpack, bias, colbuf + nbuf * L->ocg, JB * L->ocg, pa, pb);
             if (nbuf++ == 0)
                 j0 = j;
         }
@@ -301,12 +310,12 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
         if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
             /* columns j0, j0+t, ... of rows 0..OH-1: colbuf[oh][jj][oc] -> y[oc][oh][j], TR
              * channels at a time down all rows: TR constant-stride store streams */
-            const int64_t plane = g->oh * g->ow;
+            const int64_t plane = g->oh * g->ow, oc_end = min64(pb * L->nr, L->ocg);
             T *yg = y_img + group * L->ocg * plane + j0;
-            for (int64_t ob = 0; ob < L->ocg; ob += L->tr)
+            for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->tr)
                 for (int64_t oh = 0; oh < g->oh; oh++)
                     FN(transpose)(L, colbuf + oh * JB * L->ocg + ob, nbuf,
-                                  min64(L->tr, L->ocg - ob), L->ocg,
+                                  min64(L->tr, oc_end - ob), L->ocg,
                                   yg + ob * plane + oh * g->ow, plane, t);
             nbuf = 0;
         }
@@ -336,11 +345,11 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const T *bpack = FN(rotation_panels)(w, group, 0);
     if (g->nhwc) {     /* NHWC rows of consecutive images are consecutive */
         FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, y + p0 * g->oc + group * L->ocg,
-                     g->oc);
+                     g->oc, 0, L->npanels);
         return copied;
     }
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
-    FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG);
+    FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels);
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
         int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
         FN(transpose)(L, cbuf + (p - p0) * OCG, end - p, OCG, OCG,
@@ -447,11 +456,12 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                          scratch, scratch + round_up64(s.strip_rows *
                                          s.plane_cols * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
             } else if (method == I2R_STRIP) {
-                int64_t ng = task / s.parts, n = ng / L->groups, group = ng % L->groups, p0, p1;
-                task_positions(b, s.parts, g->ow, &p0, &p1);
+                int64_t ng = task / s.parts, n = ng / L->groups, group = ng % L->groups;
+                int64_t p0, p1, pa, pb;
+                task_range(&s, L, b, g->ow, &p0, &p1, &pa, &pb);
                 if (p0 < p1)
                     copied += FN(strip_task)(w, g, &s, x + n * x_image, y + n * y_image, group,
-                                             p0, p1, scratch,
+                                             p0, p1, pa, pb, scratch,
                                              scratch + strip_bytes / (int64_t)sizeof(T),
                                              scratch + (strip_bytes + colbuf_bytes) /
                                                        (int64_t)sizeof(T));
