@@ -88,6 +88,7 @@ class Conv2d:
         self.in_channels, self.out_channels = cg * groups, oc
         self.kernel_size = (kh, kw)
         self._packed = None
+        self._prepared = {}    # see _prepare
         if method not in ("numpy", "im2col") and _backend.native is not None:
             check_byte_count(groups * kw * kh * kw * cg * (oc // groups + 64),
                              weight.dtype.itemsize, "the packed weights", op,
@@ -100,6 +101,23 @@ class Conv2d:
     def _spec(self, x_shape, op):
         return make_spec(x_shape, self.weight.shape, self.dtype, self.stride, self.padding,
                          self.dilation, self.groups, self.layout, op)
+
+    def _prepare(self, x_shape, nthreads, op):
+        """(spec, method, kernel geometry) of an input shape, checked once per shape and
+        thread count and then remembered: the checks cost ~10 us a call, a lot next to a
+        small convolution. Safe under threads (a racing miss only computes it twice)."""
+        key = (x_shape, nthreads)
+        hit = self._prepared.get(key)
+        if hit is not None:
+            return hit
+        spec = self._spec(x_shape, op)
+        method = self._resolve(spec)
+        if method in COMPILED_METHODS:
+            check_kernel_sizes(spec, nthreads, op)
+        if len(self._prepared) >= 64:   # bounded: plans may see many input sizes
+            self._prepared.clear()
+        self._prepared[key] = hit = (spec, method, spec_geometry(spec))
+        return hit
 
     def __call__(self, x, out=None, num_threads=None):
         """Convolve ``x`` ((N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for
@@ -118,15 +136,13 @@ class Conv2d:
         passes its weight and bias; a plan holds copies)."""
         check_array(x, "x", op, (3, 4))
         check_same_dtype(x, self.dtype, op)
-        spec = self._spec(x.shape, op)
         nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+        spec, method, geometry = self._prepare(x.shape, nthreads, op)
         if out is None:
             out = np.empty(spec.out_shape, spec.dtype)
         else:
             check_out(out, spec, (("x", x),) + tuple(caller_inputs), op)
-        method = self._resolve(spec)
         if method in COMPILED_METHODS:
-            check_kernel_sizes(spec, nthreads, op)
             if not out.flags.aligned:   # the kernels need aligned elements: go through a copy
                 result, info = self._run(x, None, num_threads, op)
                 out[...] = result
@@ -145,7 +161,7 @@ class Conv2d:
             conv_im2col(x4, self.weight, self.bias, spec, out4)
         else:
             ws, copied, threads = self._packed.run(
-                np.require(x4, requirements=("C", "A")), out4, spec_geometry(spec),
+                np.require(x4, requirements=("C", "A")), out4, geometry,
                 method == "im2row", nthreads, _backend.debug_strip)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
@@ -165,7 +181,7 @@ class Conv2d:
             return self.method
         if self._packed is None:
             return "numpy"
-        return choose_compiled_method(spec)
+        return choose_compiled_method(spec, self._packed.isa)
 
     def __repr__(self):
         return (f"Conv2d(in_channels={self.in_channels}, out_channels={self.out_channels}, "
@@ -174,10 +190,10 @@ class Conv2d:
                 f"method={self.method!r}, activation={self.activation!r}, dtype={self.dtype})")
 
 
-def choose_compiled_method(spec):
+def choose_compiled_method(spec, isa):
     """What "auto" runs when the extension is there: "i2r" unless the column GEMMs would be
     short or ragged and the image's im2row matrix is small (see STRIP_MIN_ROWS)."""
-    mr = TILE_ROWS.get(_backend.isa(), 4)
+    mr = TILE_ROWS.get(isa, 4)
     tile_fill = spec.oh / (-(-spec.oh // mr) * mr)
     full_bytes = spec.oh * spec.ow * spec.cg * spec.kh * spec.kw * spec.dtype.itemsize
     strip_ok = spec.oh >= STRIP_MIN_ROWS and tile_fill >= STRIP_MIN_TILE_FILL
@@ -274,7 +290,8 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
     requested = method
     if method == "auto":
-        method = "numpy" if _backend.native is None else choose_compiled_method(spec)
+        method = ("numpy" if _backend.native is None
+                  else choose_compiled_method(spec, _backend.isa()))
     itemsize = dtype.itemsize
     if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
         # nothing to lower: the result is empty or bias only, computed without scratch
