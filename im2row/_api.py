@@ -191,8 +191,11 @@ class Conv2d:
 
 
 def choose_compiled_method(spec, isa):
-    """What "auto" runs when the extension is there: "i2r" unless the column GEMMs would be
-    short or ragged and the image's im2row matrix is small (see STRIP_MIN_ROWS)."""
+    """What "auto" runs when the extension is there: "im2row" for pointwise convolutions (a
+    GEMM on the input itself), else "i2r" unless the column GEMMs would be short or ragged
+    and the image's im2row matrix is small (see STRIP_MIN_ROWS)."""
+    if (spec.kh, spec.kw, spec.stride, spec.padding) == (1, 1, (1, 1), (0, 0, 0, 0)):
+        return "im2row"     # pointwise: a plain GEMM on the input, no lowering at all
     mr = TILE_ROWS.get(isa, 4)
     tile_fill = spec.oh / (-(-spec.oh // mr) * mr)
     full_bytes = spec.oh * spec.ow * spec.cg * spec.kh * spec.kw * spec.dtype.itemsize

@@ -66,6 +66,7 @@ struct i2r_weights {
     int relu;
     void *packed;          /* [G][nrot][npanels][K][NR] */
     void *bias;            /* [G][npanels*NR], or NULL */
+    void *rows;            /* 1x1 only: [G][OCg][Cg], the A operand of pointwise NCHW */
     int64_t packed_bytes;
 };
 
@@ -147,6 +148,7 @@ typedef struct {
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
+    int pointwise_nchw;          /* I2R_FULL on a 1x1, stride-1, unpadded NCHW input */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
     int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
@@ -201,11 +203,15 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->parts = cdiv(total, chunk);
         s->chunk = chunk = cdiv(total, s->parts);   /* equal chunks: no short last GEMM */
         s->ntasks = L->groups * s->parts;
-        s->direct = g->nhwc && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
-                    g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
-        if (!s->direct)
+        int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+                        g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+        s->direct = pointwise && g->nhwc;
+        s->pointwise_nchw = pointwise && !g->nhwc && !L->depthwise;
+        if (s->pointwise_nchw)   /* the pixels packed in NR-wide panels */
+            s->thread_bytes = round_up64(cdiv(chunk, L->nr) * L->nr * L->cg * (int64_t)ts);
+        else if (!s->direct)
             s->thread_bytes = round_up64(chunk * L->k * (int64_t)ts);
-        if (!g->nhwc)   /* the GEMM result before its transpose into NCHW, and the input
+        if (!g->nhwc && !s->pointwise_nchw)   /* the GEMM result before its transpose into NCHW, and the input
                            rows transposed out of NCHW (at most one image-group) */
             s->thread_bytes += round_up64(chunk * L->ocg * (int64_t)ts) +
                                round_up64(g->h * g->w * L->cg * (int64_t)ts);
@@ -298,12 +304,17 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
 
 /* ---- the C surface ---- */
 
-/* Bytes of the packed weights and of the padded bias. */
+/* 1x1 weights are also kept as A rows, for pointwise NCHW. */
+static int has_rows(const i2r_layout *L) { return L->kh == 1 && L->kw == 1 && !L->depthwise; }
+
+/* Bytes of the packed weights (rows included) and of the padded bias. */
 static void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes)
 {
     int64_t ts = (int64_t)dtype_size(L->dtype);
     int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
     *pbytes = L->groups * L->nrot * rotation_size(L) * ts;
+    if (has_rows(L))
+        *pbytes = round_up64(*pbytes) + L->groups * L->ocg * L->cg * ts;
     *bbytes = with_bias ? L->groups * bias_width * ts : 0;
 }
 
@@ -320,6 +331,10 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const 
     w->relu = relu;
     packed_sizes(&w->L, bias != NULL, &pbytes, &bbytes);
     w->packed = alloc64(pbytes);
+    if (has_rows(&w->L))   /* the rows follow the panels in the same allocation */
+        w->rows = (char *)w->packed + round_up64(w->L.groups * w->L.nrot *
+                                                  rotation_size(&w->L) *
+                                                  (int64_t)dtype_size(dtype));
     w->bias = alloc64(bbytes);
     w->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
     if ((pbytes && !w->packed) || (bbytes && !w->bias)) {
@@ -327,9 +342,9 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const 
         return I2R_ENOMEM;
     }
     if (dtype == I2R_F64)
-        pack_weights_f64(&w->L, wm, bias, w->packed, w->bias);
+        pack_weights_f64(&w->L, wm, bias, w->packed, w->bias, w->rows);
     else
-        pack_weights_f32(&w->L, wm, bias, w->packed, w->bias);
+        pack_weights_f32(&w->L, wm, bias, w->packed, w->bias, w->rows);
     *out = w;
     return I2R_OK;
 }

@@ -8,8 +8,13 @@
  * w[kh][kw = (slot - rot) mod KW][c][p*NR : p*NR + NR] (zeros past OCg). Depthwise: one
  * (KH*KW, C) block per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c. */
 static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T *packed,
-                             T *packed_bias)
+                             T *packed_bias, T *rows)
 {
+    if (rows)   /* 1x1: the weights as A rows [g][oc][c], for pointwise NCHW */
+        for (int64_t g = 0; g < L->groups; g++)
+            for (int64_t oc = 0; oc < L->ocg; oc++)
+                for (int64_t c = 0; c < L->cg; c++)
+                    rows[(g * L->ocg + oc) * L->cg + c] = wm[(g * L->cg + c) * L->ocg + oc];
     const int64_t K = L->k, NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
     T *dst = packed;
     if (L->depthwise) {   /* wm is (C, KH*KW, 1) */
@@ -48,14 +53,15 @@ static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T 
 }
 
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
- * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb). Blocked as in BLIS: K blocks of <= KC values
+ * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb) of
+ * ncols (OCg); accumulate adds to C from the first K block on (C prefilled). Blocked as in BLIS: K blocks of <= KC values
  * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
  * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
  * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              int64_t nseg, int64_t seglen, int64_t seg_stride,
                              const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
-                             int64_t pb)
+                             int64_t pb, int64_t ncols, int accumulate)
 {
     const i2r_layout *L = &w->L;
     const GEMM_FN ukernel = (GEMM_FN)L->fn;
@@ -66,13 +72,13 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
         for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
             int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
             int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
-            int flags = (first ? 0 : GEMM_ACCUMULATE) |
+            int flags = (first && !accumulate ? 0 : GEMM_ACCUMULATE) |
                         (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = M - m0 < MC ? M - m0 : MC;
                 const T *ablk = a + m0 * lda + s * seg_stride + k0;
                 for (int64_t p = pa; p < pb; p++) {
-                    int64_t nr = L->ocg - p * NR < NR ? L->ocg - p * NR : NR;
+                    int64_t nr = ncols - p * NR < NR ? ncols - p * NR : NR;
                     const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
                     for (int64_t i = 0; i < mc; i += MR) {
@@ -111,7 +117,8 @@ static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int
     if (w->L.depthwise)
         FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
     else
-        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb);
+        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb,
+                         w->L.ocg, 0);
 }
 
 /* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
@@ -384,6 +391,43 @@ static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, co
     return (c1 - c0) * rows * cols;
 }
 
+/* A pointwise (1x1, stride 1, unpadded) NCHW convolution is the GEMM W (OCg x Cg) * X
+ * (Cg x pixels) with each output channel a contiguous row of the NCHW result: the weights
+ * are the A rows (packed once as w->rows), the pixels of X are packed into NR-wide panels
+ * (each input value copied once), and the result needs no transpose. Rows [p0, p1) of the
+ * batch's pixels, one group; bias is prefilled into the output rows. */
+static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_geom *g,
+                                       const T *x, T *y, int64_t group, int64_t p0,
+                                       int64_t p1, T *panels)
+{
+    const i2r_layout *L = &w->L;
+    const int64_t NR = L->nr, CG = L->cg, OCG = L->ocg, plane = g->oh * g->ow;
+    const T *a = (const T *)w->rows + group * OCG * CG;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * NR : NULL;
+    for (int64_t p = p0; p < p1;) {
+        int64_t n = p / plane, end = min64(p1, (n + 1) * plane);
+        int64_t q0 = p - n * plane, npix = end - p, np = cdiv(npix, NR);
+        const T *xg = x + (n * g->c + group * CG) * plane + q0;
+        for (int64_t b = 0; b < np; b++) {      /* panel b: [c][NR] pixels q0 + b*NR ... */
+            int64_t cnt = min64(NR, npix - b * NR);
+            T *dst = panels + b * CG * NR;
+            for (int64_t c = 0; c < CG; c++, dst += NR) {
+                FN(copy_channels)(dst, xg + c * plane + b * NR, cnt);
+                FN(zero_channels)(dst + cnt, NR - cnt);
+            }
+        }
+        T *yb = y + (n * g->oc + group * OCG) * plane + q0;
+        if (bias)
+            for (int64_t oc = 0; oc < OCG; oc++)
+                for (int64_t j = 0; j < npix; j++)
+                    yb[oc * plane + j] = bias[oc];
+        FN(gemm_blocked)(w, OCG, a, CG, 1, CG, 0, panels, NULL, yb, plane, 0, np, npix,
+                         bias != NULL);
+        p = end;
+    }
+    return (p1 - p0) * CG;
+}
+
 /* Fresh thread scratch: zero the strip's padding rows (never written later); with debug_nan
  * fill everything else with NaN so a read of a slot or row not yet written shows. */
 static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const schedule *s,
@@ -465,6 +509,10 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                              scratch + strip_bytes / (int64_t)sizeof(T),
                                              scratch + (strip_bytes + colbuf_bytes) /
                                                        (int64_t)sizeof(T));
+            } else if (s.pointwise_nchw) {
+                int64_t group = task / s.parts, p0 = b * s.chunk;
+                int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
+                copied += FN(pointwise_nchw_task)(w, g, x, y, group, p0, p1, scratch);
             } else {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
