@@ -14,8 +14,8 @@ import im2row
 
 # "auto" is what users get by default: "i2r" or "im2row" chosen per layer (NumPy without the
 # extension)
-IM2ROW_METHODS = ("auto", "i2r", "im2row", "im2col", "numpy")
-COMPILED = ("i2r", "im2row")
+IM2ROW_METHODS = ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
+COMPILED = ("i2r", "im2row", "blocked")
 LAYOUTS = ("NHWC", "NCHW")
 CHECK_SAMPLES = 2048        # output elements checked against a float64 reference
 CHECK_TOLERANCE = 1e-3      # max |error| / max |reference|

@@ -4,6 +4,8 @@ The layer is thin on purpose: check every argument (``_args``), pick a method, a
 C-contiguous arrays to either the compiled kernels (``_native``) or the NumPy code
 (``_numpy_conv``).
 """
+import threading
+
 import numpy as np
 
 from . import _backend
@@ -15,14 +17,13 @@ from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, l
 
 __version__ = "0.1.0"
 
-COMPILED_METHODS = ("i2r", "im2row")
+COMPILED_METHODS = ("i2r", "im2row", "blocked")
 ACTIVATIONS = (None, "relu")
 # "auto": the strip's column GEMMs have OH rows. Below STRIP_MIN_ROWS rows, or when OH fills
-# the register tiles (MR rows) poorly, one GEMM over the image's whole im2row matrix is
-# faster, as long as that matrix stays small (FULL_MAX_BYTES).
+# the register tiles (MR rows) poorly, GEMMs over whole images' im2row rows (small images
+# stacked), lowered block by block ("blocked"), are faster.
 STRIP_MIN_ROWS = 28
 STRIP_MIN_TILE_FILL = 0.75
-FULL_MAX_BYTES = 8 << 20
 TILE_ROWS = {"generic": 4, "avx2": 6, "avx512": 14}
 
 
@@ -38,7 +39,7 @@ class Conv2d:
     padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same", default 0
     groups : int, default 1
     layout : {"NCHW", "NHWC"}
-    method : {"auto", "i2r", "im2row", "im2col", "numpy"}
+    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy"}
     activation : {None, "relu"}
         Fused into the kernels' epilogue.
 
@@ -89,14 +90,31 @@ class Conv2d:
         self.kernel_size = (kh, kw)
         self._packed = None
         self._prepared = {}    # see _prepare
+        self._lock = threading.Lock()
         if method not in ("numpy", "im2col") and _backend.native is not None:
             check_byte_count(groups * kw * kh * kw * cg * (oc // groups + 64),
                              weight.dtype.itemsize, "the packed weights", op,
                              2**62)
-            self._packed = _backend.native.PackedWeights(
-                weight_as_matrix(self.weight, layout, groups), self.bias, self.kernel_size,
-                self.stride, self.dilation, method != "im2row", activation == "relu",
-                _backend.isa())
+            # "i2r" needs a copy of the weights per strip rotation; the other methods only
+            # the unrotated one. "auto" packs the rotations when it first runs "i2r".
+            self._packed = self._pack(method == "i2r", _backend.isa())
+
+    def _pack(self, rotations, isa):
+        return _backend.native.PackedWeights(
+            weight_as_matrix(self.weight, self.layout, self.groups), self.bias,
+            self.kernel_size, self.stride, self.dilation, rotations,
+            self.activation == "relu", isa)
+
+    def _packed_for(self, method):
+        """The packed weights a compiled method runs with (packing the rotations on the
+        first "i2r" call of an "auto" plan; the rotated copy serves every method after)."""
+        packed = self._packed
+        if method == "i2r" and not packed.rotations:
+            with self._lock:
+                if not self._packed.rotations:
+                    self._packed = self._pack(True, self._packed.isa)
+                packed = self._packed
+        return packed
 
     def _spec(self, x_shape, op):
         return make_spec(x_shape, self.weight.shape, self.dtype, self.stride, self.padding,
@@ -160,9 +178,9 @@ class Conv2d:
         elif method == "im2col":
             conv_im2col(x4, self.weight, self.bias, spec, out4)
         else:
-            ws, copied, threads = self._packed.run(
-                np.require(x4, requirements=("C", "A")), out4, geometry,
-                method == "im2row", nthreads, _backend.debug_strip)
+            ws, copied, threads = self._packed_for(method).run(
+                np.require(x4, requirements=("C", "A")), out4, geometry, method, nthreads,
+                _backend.debug_strip)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         if self.activation == "relu":
@@ -191,16 +209,15 @@ class Conv2d:
 
 
 def choose_compiled_method(spec, isa):
-    """What "auto" runs when the extension is there: "im2row" for pointwise convolutions (a
+    """What "auto" runs when the extension is there: "blocked" for pointwise convolutions (a
     GEMM on the input itself), else "i2r" unless the column GEMMs would be short or ragged
-    and the image's im2row matrix is small (see STRIP_MIN_ROWS)."""
+    (see STRIP_MIN_ROWS), then "blocked"."""
     if (spec.kh, spec.kw, spec.stride, spec.padding) == (1, 1, (1, 1), (0, 0, 0, 0)):
-        return "im2row"     # pointwise: a plain GEMM on the input, no lowering at all
+        return "blocked"    # pointwise: a plain GEMM on the input, no lowering at all
     mr = TILE_ROWS.get(isa, 4)
     tile_fill = spec.oh / (-(-spec.oh // mr) * mr)
-    full_bytes = spec.oh * spec.ow * spec.cg * spec.kh * spec.kw * spec.dtype.itemsize
     strip_ok = spec.oh >= STRIP_MIN_ROWS and tile_fill >= STRIP_MIN_TILE_FILL
-    return "i2r" if strip_ok or full_bytes > FULL_MAX_BYTES else "im2row"
+    return "i2r" if strip_ok else "blocked"
 
 
 def spec_geometry(spec):
@@ -229,8 +246,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         "same" gives ceil(in / stride) outputs; an odd total goes at the bottom/right.
     groups : int, default 1
     layout : {"NCHW", "NHWC"}, default "NCHW"
-    method : {"auto", "i2r", "im2row", "im2col", "numpy"}, default "auto"
+    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy"}, default "auto"
         "i2r": the reusable im2row strip (compiled). "im2row": the full im2row matrix (compiled).
+        "blocked": the im2row matrix lowered one cache-sized block at a time, as the GEMM
+        needs it (compiled; best for small feature maps).
         "im2col": column matrix + NumPy matmul. "numpy": chunked im2row in NumPy.
         "auto": the best compiled method, or "numpy" without the extension.
     out : ndarray, optional
@@ -302,9 +321,9 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     if method in COMPILED_METHODS:
         native = _backend.require_native(method)
         check_kernel_sizes(spec, nthreads, op)
-        ws, packed, copied = native.predict(spec_geometry(spec), method == "im2row", nthreads,
-                                            _backend.isa(), itemsize == 8,
-                                            requested != "im2row", True)
+        ws, packed, copied = native.predict(spec_geometry(spec), method, nthreads,
+                                            _backend.isa(), itemsize == 8, method == "i2r",
+                                            True)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
     k = spec.cg * spec.kh * spec.kw

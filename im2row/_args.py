@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LAYOUTS = ("NCHW", "NHWC")
-METHODS = ("auto", "i2r", "im2row", "im2col", "numpy")
+METHODS = ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_BYTES = 2**63 - 1
 _TooHardError = getattr(np, "exceptions", np).TooHardError

@@ -14,7 +14,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef enum i2r_dtype:
         I2R_F32, I2R_F64
     ctypedef enum i2r_method:
-        I2R_STRIP, I2R_FULL
+        I2R_STRIP, I2R_FULL, I2R_BLOCKED
     ctypedef struct i2r_geom:
         int64_t n, c, h, w, oc, kh, kw, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow
         int nhwc
@@ -41,6 +41,8 @@ ctypedef fused floating:
     double
 
 _ISA_NAMES = ("generic", "avx2", "avx512")
+# the compiled methods, in the order of i2r_method
+METHODS = ("i2r", "im2row", "blocked")
 
 
 def cpu_isa():
@@ -54,6 +56,11 @@ def openmp():
 
 def max_threads():
     return i2r_max_threads()
+
+
+cdef i2r_method _method_code(str name) except *:
+    cdef int code = METHODS.index(name)
+    return <i2r_method>code
 
 
 cdef i2r_isa _isa_code(str name) except *:
@@ -74,7 +81,7 @@ cdef _check(i2r_status status, str what):
                            f"the arguments passed the Python checks, please report this")
 
 
-def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint rotations,
+def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotations,
             bint with_bias):
     """(workspace bytes, packed-weight bytes, values copied) of one call, without running it.
     rotations: whether the weights were packed for the strip (see PackedWeights)."""
@@ -82,7 +89,7 @@ def predict(tuple geom, bint full, int nthreads, str isa, bint f64, bint rotatio
     cdef i2r_stats st
     _fill_geom(&g, geom)
     _check(i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
-                       I2R_FULL if full else I2R_STRIP, nthreads, rotations, with_bias, &st),
+                       _method_code(method), nthreads, rotations, with_bias, &st),
            "predict")
     return st.workspace_bytes, st.packed_bytes, st.copied_values
 
@@ -101,15 +108,14 @@ cdef i2r_status _pack(const floating[:, :, ::1] wm, const floating[::1] bias, in
     return st
 
 
-cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, bint full, int nthreads,
+cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
                       bint debug_nan, const floating[:, :, :, ::1] x,
                       floating[:, :, :, ::1] y, i2r_stats *st):
     cdef const void *xptr = &x[0, 0, 0, 0]
     cdef void *yptr = &y[0, 0, 0, 0]
     cdef i2r_status status
     with nogil:   # other Python threads run while the kernels do
-        status = i2r_conv(w, g, I2R_FULL if full else I2R_STRIP, nthreads, debug_nan, xptr,
-                          yptr, st)
+        status = i2r_conv(w, g, method, nthreads, debug_nan, xptr, yptr, st)
     return status
 
 
@@ -123,6 +129,7 @@ cdef class PackedWeights:
     cdef i2r_weights *w
     cdef readonly str isa
     cdef readonly bint f64
+    cdef readonly bint rotations
 
     def __cinit__(self, wm, bias, tuple kernel_size, tuple stride, tuple dilation,
                   bint rotations, bint relu, str isa):
@@ -130,6 +137,7 @@ cdef class PackedWeights:
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
+        self.rotations = rotations
         self.f64 = wm.dtype.itemsize == 8
         if self.f64:
             st = _pack[double](wm, bias, kh, kw, sw, dw, rotations, relu, code, &self.w)
@@ -144,16 +152,17 @@ cdef class PackedWeights:
     def nbytes(self):
         return i2r_packed_bytes(self.w)
 
-    def run(self, x, y, tuple geom, bint full, int nthreads, bint debug_nan):
+    def run(self, x, y, tuple geom, str method, int nthreads, bint debug_nan):
         """y = conv(x) (both C-contiguous 4-D, checked by the caller); returns (workspace
         bytes, values copied, threads)."""
         cdef i2r_geom g
         cdef i2r_stats st
         cdef i2r_status status
         _fill_geom(&g, geom)
+        cdef i2r_method code = _method_code(method)
         if self.f64:
-            status = _conv[double](self.w, &g, full, nthreads, debug_nan, x, y, &st)
+            status = _conv[double](self.w, &g, code, nthreads, debug_nan, x, y, &st)
         else:
-            status = _conv[float](self.w, &g, full, nthreads, debug_nan, x, y, &st)
+            status = _conv[float](self.w, &g, code, nthreads, debug_nan, x, y, &st)
         _check(status, "conv2d")
         return st.workspace_bytes, st.copied_values, st.threads

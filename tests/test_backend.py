@@ -38,7 +38,7 @@ def test_compiled_extension_is_the_one_tested():
     # and it really computes
     x = np.ones((1, 2, 4, 4), np.float32)
     w = np.ones((3, 2, 3, 3), np.float32)
-    for method in ("i2r", "im2row"):
+    for method in ("i2r", "im2row", "blocked"):
         np.testing.assert_array_equal(im2row.conv2d(x, w, method=method), 18)
 
 
@@ -77,7 +77,7 @@ FALLBACK_CODE = """
         plan = im2row.Conv2d(w, b, stride=2, padding=1, groups=2)
         _, info = plan.measure(x)
         errors = {}
-        for m in ("i2r", "im2row"):
+        for m in ("i2r", "im2row", "blocked"):
             try:
                 im2row.conv2d(x, w, b, stride=2, padding=1, groups=2, method=m)
                 errors[m] = None
@@ -114,7 +114,7 @@ def _check_fallback(out, reason_part):
     for m, err in out["err"].items():
         assert err <= out["tol"], (m, err)
     assert out["method"] == "numpy" and out["ws_method"] == "numpy"
-    for m in ("i2r", "im2row"):
+    for m in ("i2r", "im2row", "blocked"):
         for key in (m, "plan-" + m):
             msg = out["errors"][key]
             assert msg is not None, f"{key} did not raise RuntimeError"
@@ -158,7 +158,7 @@ ISA_CODE = """
         w = rng.uniform(-1, 1, (33, 5, 3, 3)).astype(np.float32)
         ref = conv2d_reference(x, w, padding=1)
         err = {m: float(np.abs(im2row.conv2d(x, w, padding=1, method=m) - ref).max())
-               for m in ("i2r", "im2row")}
+               for m in ("i2r", "im2row", "blocked")}
         plan_isa = im2row.Conv2d(w, method="i2r")._packed.isa
     print(json.dumps(dict(info=im2row.backend_info(), err=err, tol=tolerance(np.float32, 45),
                           plan_isa=plan_isa, debug=im2row._backend.debug_strip,
@@ -276,7 +276,7 @@ def _ws_case(g, layout, dtype):
 @needs_compiled
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("method", ["i2r", "im2row", "auto"])
+@pytest.mark.parametrize("method", ["i2r", "im2row", "blocked", "auto"])
 @pytest.mark.parametrize("g", WS_GEOMS, ids=WS_IDS)
 def test_workspace_bytes_matches_kernels(g, method, layout, dtype, isa):
     x, w, kwargs = _ws_case(g, layout, dtype)
@@ -288,7 +288,7 @@ def test_workspace_bytes_matches_kernels(g, method, layout, dtype, isa):
                                     num_threads=threads, dtype=dtype, **kwargs)
         res, info = plan.measure(x, num_threads=threads)
         assert info["method"] == ws["method"]
-        assert ws["method"] in ("i2r", "im2row")
+        assert ws["method"] in ("i2r", "im2row", "blocked")
         assert info["workspace"] == ws["workspace"], (threads, info, ws)
         assert info["copied"] == ws["copied"], (threads, info, ws)
         assert 1 <= info["threads"] <= threads
@@ -315,14 +315,14 @@ def test_measure_numpy_methods(method):
     assert ws["workspace"] > 0
 
 
-@pytest.mark.parametrize("method", ["auto", "i2r", "im2row", "numpy", "im2col"])
+@pytest.mark.parametrize("method", ["auto", "i2r", "im2row", "blocked", "numpy", "im2col"])
 @pytest.mark.parametrize("shapes", [((0, 3, 8, 8), (8, 3, 3, 3)), ((1, 0, 4, 4), (3, 0, 3, 3)),
                                     ((1, 3, 4, 4), (0, 3, 3, 3)), ((2, 3, 0, 4), (3, 3, 3, 3))],
                          ids=["N0", "C0", "OC0", "H0"])
 def test_workspace_bytes_empty_geometries(shapes, method):
     """conv2d accepts these (empty or bias-only results); workspace_bytes must describe them
     too instead of failing inside the extension."""
-    if method in ("i2r", "im2row") and not COMPILED:
+    if method in ("i2r", "im2row", "blocked") and not COMPILED:
         pytest.skip("compiled extension not available")
     xs, wshape = shapes
     ws = im2row.workspace_bytes(xs, wshape, padding=2, method=method)
@@ -430,3 +430,22 @@ def test_i2r_copies_much_less_than_im2row(layout):
     assert strip["copied"] == 28 * 30 * 32 * 4           # H rows x padded width x C
     assert strip["copied"] * 8 < full["copied"]
     assert strip["workspace"] * 4 < full["workspace"]
+
+
+@pytest.mark.skipif(_backend.native is None, reason="compiled extension not available")
+def test_auto_plan_packs_rotations_only_when_it_runs_i2r(rng):
+    """An "auto" plan packs the unrotated weights only; the strip's rotated copies are packed
+    on its first "i2r" call (a large feature map), and results match fresh calls."""
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    plan = im2row.Conv2d(w, padding=1)
+    assert not plan._packed.rotations
+    small = rng.standard_normal((1, 4, 7, 7)).astype(np.float32)
+    out, info = plan.measure(small)
+    assert info["method"] == "blocked" and not plan._packed.rotations
+    np.testing.assert_array_equal(out, im2row.conv2d(small, w, padding=1, method="blocked"))
+    large = rng.standard_normal((1, 4, 56, 56)).astype(np.float32)
+    out, info = plan.measure(large)
+    assert info["method"] == "i2r" and plan._packed.rotations
+    np.testing.assert_array_equal(out, im2row.conv2d(large, w, padding=1, method="i2r"))
+    np.testing.assert_array_equal(plan(small), im2row.conv2d(small, w, padding=1,
+                                                             method="blocked"))

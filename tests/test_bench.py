@@ -20,7 +20,7 @@ RUN = BENCH / "run.py"
 pytestmark = pytest.mark.skipif(not RUN.is_file(),
                                 reason="bench/ is not next to the tests")
 
-IM2ROW_CONTENDERS = {f"{m} {lay}" for m in ("auto", "i2r", "im2row", "im2col", "numpy")
+IM2ROW_CONTENDERS = {f"{m} {lay}" for m in ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
                      for lay in ("NCHW", "NHWC")}
 TORCH_CONTENDERS = {"torch NCHW", "torch channels_last"}
 

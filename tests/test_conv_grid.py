@@ -19,7 +19,7 @@ from im2row import _backend
 from reference import conv2d_reference, pad_amounts, pair, to_nhwc, tolerance
 
 COMPILED = _backend.native is not None
-COMPILED_METHODS = ("i2r", "im2row")
+COMPILED_METHODS = ("i2r", "im2row", "blocked")
 ALL_METHODS = ("numpy", "im2col") + (COMPILED_METHODS + ("auto",) if COMPILED else ())
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = (np.float32, np.float64)

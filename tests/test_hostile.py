@@ -36,7 +36,7 @@ import im2row  # noqa: E402
 from reference import conv2d_reference  # noqa: E402
 
 COMPILED = im2row.backend_info()["compiled"]
-METHODS = ("auto", "numpy", "im2col") + (("i2r", "im2row") if COMPILED else ())
+METHODS = ("auto", "numpy", "im2col") + (("i2r", "im2row", "blocked") if COMPILED else ())
 F32, F64 = np.float32, np.float64
 HUGE = (2**31, 2**63, 2**70)     # past a C int, past an int64, far past both
 VE, TE, ANY = (ValueError,), (TypeError,), (ValueError, TypeError)

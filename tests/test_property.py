@@ -32,7 +32,7 @@ from im2row import _backend  # noqa: E402
 from reference import conv2d_reference, pad_amounts, tolerance  # noqa: E402
 
 COMPILED = im2row.backend_info()["compiled"]
-COMPILED_METHODS = ("i2r", "im2row")
+COMPILED_METHODS = ("i2r", "im2row", "blocked")
 METHODS = ("numpy", "im2col", "auto") + (COMPILED_METHODS if COMPILED else ())
 ISAS = (list(_backend.ISA_NAMES[:_backend.ISA_NAMES.index(_backend.native.cpu_isa()) + 1])
         if COMPILED else [None])

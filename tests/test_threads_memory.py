@@ -101,9 +101,9 @@ def test_eight_python_threads_conv2d_and_shared_plan(layout, dtype):
     w = np.ascontiguousarray(w, dtype)
     kwargs = dict(stride=(1, 2), padding=1, dilation=(2, 1), groups=2, layout=layout)
     plans = {m: im2row.Conv2d(w, bias, method=m, activation="relu", **kwargs)
-             for m in ("i2r", "im2row")}
+             for m in ("i2r", "im2row", "blocked")}
     xs = _thread_inputs(layout, dtype)
-    combos = [(m, nt) for m in ("i2r", "im2row") for nt in (1, 2)]
+    combos = [(m, nt) for m in ("i2r", "im2row", "blocked") for nt in (1, 2)]
     # the single-threaded answers, computed first
     expected = {}
     for t in range(N_THREADS):
@@ -145,7 +145,7 @@ def test_eight_python_threads_conv2d_and_shared_plan(layout, dtype):
 
 
 @needs_compiled
-@pytest.mark.parametrize("method", ["i2r", "im2row"])
+@pytest.mark.parametrize("method", ["i2r", "im2row", "blocked"])
 def test_kernels_release_the_gil(method):
     """While one thread runs a long convolution (one kernel thread), the main thread keeps
     running Python code: its longest pause is a small part of the call. A call that held the
@@ -195,8 +195,8 @@ LEAK_SCRIPT = textwrap.dedent("""
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     rng = np.random.default_rng(0)
-    methods = [m for m in ("i2r", "im2row", "numpy", "im2col", "auto")
-               if im2row.backend_info()["compiled"] or m not in ("i2r", "im2row")]
+    methods = [m for m in ("i2r", "im2row", "blocked", "numpy", "im2col", "auto")
+               if im2row.backend_info()["compiled"] or m not in ("i2r", "im2row", "blocked")]
     x = rng.standard_normal((1, 8, 24, 24)).astype(np.float32)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
@@ -404,7 +404,7 @@ def test_nhwc_threads_agree_with_reference_on_tile_edges():
     ref = conv2d_reference(x, w, None, 1, ((1, 0), (2, 1)), 1, 1)
     xh, wh = to_nhwc(x, w)
     for nt in (1, 2, 3, 5):
-        for m in ("i2r", "im2row"):
+        for m in ("i2r", "im2row", "blocked"):
             y = im2row.conv2d(x, w, padding=((1, 0), (2, 1)), method=m, num_threads=nt)
             np.testing.assert_array_equal(y, ref)
             yh = im2row.conv2d(xh, wh, padding=((1, 0), (2, 1)), layout="NHWC", method=m,

@@ -9,7 +9,7 @@ from reference import to_nhwc, tolerance
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-METHODS = ("numpy", "im2col") + (("i2r", "im2row", "auto") if _backend.native else ())
+METHODS = ("numpy", "im2col") + (("i2r", "im2row", "blocked", "auto") if _backend.native else ())
 
 # (id, x shape NCHW, weight shape OIHW, kwargs for both libraries)
 CONFIGS = [

@@ -213,7 +213,7 @@ CONV2D_ERRORS = [
     ("layout-none", lambda: conv(layout=None), ValueError,
      r"conv2d: layout must be 'NCHW' or 'NHWC', got None"),
     ("method-unknown", lambda: conv(method="fast"), ValueError,
-     E("conv2d: method must be one of 'auto', 'i2r', 'im2row', 'im2col', 'numpy', got 'fast'")),
+     E("conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', got 'fast'")),
     ("method-none", lambda: conv(method=None), ValueError,
      r"conv2d: method must be one of .*, got None"),
     ("threads-0", lambda: conv(num_threads=0), ValueError,
@@ -282,7 +282,7 @@ PLAN_ERRORS = [
     ("layout", lambda: im2row.Conv2d(W, layout="CHWN"), ValueError,
      E("Conv2d: layout must be 'NCHW' or 'NHWC', got 'CHWN'")),
     ("method", lambda: im2row.Conv2d(W, method="gemm"), ValueError,
-     r"Conv2d: method must be one of 'auto', 'i2r', 'im2row', 'im2col', 'numpy', got 'gemm'"),
+     r"Conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', got 'gemm'"),
     ("activation", lambda: im2row.Conv2d(W, activation="tanh"), ValueError,
      E("Conv2d: activation must be None or 'relu', got 'tanh'")),
     ("activation-upper", lambda: im2row.Conv2d(W, activation="ReLU"), ValueError,
@@ -487,7 +487,7 @@ def test_lowering_errors(call, exc, match):
         call()
 
 
-@pytest.mark.parametrize("method", ["i2r", "im2row"])
+@pytest.mark.parametrize("method", ["i2r", "im2row", "blocked"])
 def test_compiled_method_error_when_unavailable(method, monkeypatch):
     """Asking for a compiled method without the extension is a RuntimeError naming why (the
     real fallback is covered in test_backend.py through IM2ROW_FORCE_NUMPY)."""
@@ -520,11 +520,11 @@ FAILING_WITH_OUT = [
 ]
 
 
-@pytest.mark.parametrize("method", ["numpy", "im2col", "auto", "i2r", "im2row"])
+@pytest.mark.parametrize("method", ["numpy", "im2col", "auto", "i2r", "im2row", "blocked"])
 @pytest.mark.parametrize("bad", [b[1] for b in FAILING_WITH_OUT],
                          ids=[b[0] for b in FAILING_WITH_OUT])
 def test_out_untouched_after_error(bad, method):
-    if method in ("i2r", "im2row") and _backend.native is None:
+    if method in ("i2r", "im2row", "blocked") and _backend.native is None:
         pytest.skip("compiled extension not available")
     kw = dict(method=method)
     kw.update(bad)
@@ -584,12 +584,12 @@ HUGE_SWEEPS = {
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("method", ["i2r", "im2row", "numpy", "im2col"])
+@pytest.mark.parametrize("method", ["i2r", "im2row", "blocked", "numpy", "im2col"])
 @pytest.mark.parametrize("sweep", list(HUGE_SWEEPS))
 def test_workspace_bytes_huge_sizes_never_wrap(sweep, method, layout):
     """Growing one size never makes a reported byte count shrink or go negative: past 64
     bits workspace_bytes must raise a clear ValueError, not return a wrapped number."""
-    if method in ("i2r", "im2row") and _backend.native is None:
+    if method in ("i2r", "im2row", "blocked") and _backend.native is None:
         pytest.skip("compiled extension not available")
     prev, refused = None, False
     for k in range(20, 64):
@@ -604,13 +604,13 @@ def test_workspace_bytes_huge_sizes_never_wrap(sweep, method, layout):
         assert not refused, f"{sweep}=2**{k} accepted after a smaller size was refused"
         for key in ("workspace", "packed_weights", "copied"):
             assert ws[key] >= 0, (f"{sweep}=2**{k}: negative {key}", ws)
-        if method in ("i2r", "im2row"):
+        if method in ("i2r", "im2row", "blocked"):
             assert ws["packed_weights"] >= math.prod(wshape) * 4, (sweep, k, ws)
         n, c = xs[0], (xs[1] if layout == "NCHW" else xs[3])
         kh, kw = (wshape[2], wshape[3]) if layout == "NCHW" else wshape[:2]
         oh, ow = (xs[2] - kh + 1, xs[3] - kw + 1) if layout == "NCHW" else \
             (xs[1] - kh + 1, xs[2] - kw + 1)
-        if method == "im2row" and layout == "NHWC" and kh == kw == 1:
+        if method in ("im2row", "blocked") and layout == "NHWC" and kh == kw == 1:
             assert ws["copied"] == 0, (sweep, k, ws)    # the GEMM reads the input in place
         elif method != "i2r":   # the others write the whole im2row matrix
             assert ws["copied"] == n * oh * ow * c * kh * kw * 4, (sweep, k, ws)
@@ -631,7 +631,7 @@ def test_workspace_bytes_bad_shape_entries(shape):
         im2row.workspace_bytes(shape, W.shape, method="numpy")
 
 
-@pytest.mark.parametrize("method", ["numpy", "i2r", "im2row"])
+@pytest.mark.parametrize("method", ["numpy", "i2r", "im2row", "blocked"])
 @pytest.mark.parametrize("threads", [2**31, 2**63], ids=["2**31", "2**63"])
 def test_huge_num_threads(threads, method):
     """A valid int >= 1 beyond what the machine has: clamped (same result) or a ValueError
@@ -647,13 +647,13 @@ def test_huge_num_threads(threads, method):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("method", ["numpy", "im2col", "i2r", "im2row"])
+@pytest.mark.parametrize("method", ["numpy", "im2col", "i2r", "im2row", "blocked"])
 @pytest.mark.parametrize("arg", ["stride", "dilation"])
 def test_huge_stride_and_dilation(arg, method):
     """stride 2**63 (or dilation 2**63 with a 1x1 kernel) is refused with a ValueError naming
     the argument (parameters are capped at 2**31 - 1), the same for every method, never an
     OverflowError from the kernels."""
-    if method in ("i2r", "im2row") and _backend.native is None:
+    if method in ("i2r", "im2row", "blocked") and _backend.native is None:
         pytest.skip("compiled extension not available")
     w = W if arg == "stride" else W[:, :, :1, :1].copy()
     with pytest.raises(ValueError, match=rf"conv2d: {arg} must be at most 2\*\*31 - 1"):

@@ -149,6 +149,9 @@ typedef struct {
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
     int pointwise_nchw;          /* I2R_FULL on a 1x1, stride-1, unpadded NCHW input */
+    int blocked;                 /* I2R_BLOCKED (not depthwise): A blocks lowered in the GEMM */
+    int64_t abytes, cbytes;      /* I2R_FULL/BLOCKED scratch: A (matrix or block), NCHW result;
+                                    the NCHW input slab follows */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
     int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
@@ -156,6 +159,13 @@ typedef struct {
 } schedule;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* The K block of the GEMM: whole up to KC_WHOLE, else equal blocks of at most KC. */
+static int64_t k_block(int64_t seglen)
+{
+    int64_t nkb = seglen <= KC_WHOLE ? 1 : (seglen + KC - 1) / KC;
+    return (seglen + nkb - 1) / nkb;
+}
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -207,14 +217,22 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                         g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
         s->direct = pointwise && g->nhwc;
         s->pointwise_nchw = pointwise && !g->nhwc && !L->depthwise;
+        s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise;
         if (s->pointwise_nchw)   /* the pixels packed in NR-wide panels */
-            s->thread_bytes = round_up64(cdiv(chunk, L->nr) * L->nr * L->cg * (int64_t)ts);
-        else if (!s->direct)
-            s->thread_bytes = round_up64(chunk * L->k * (int64_t)ts);
-        if (!g->nhwc && !s->pointwise_nchw)   /* the GEMM result before its transpose into NCHW, and the input
-                           rows transposed out of NCHW (at most one image-group) */
-            s->thread_bytes += round_up64(chunk * L->ocg * (int64_t)ts) +
-                               round_up64(g->h * g->w * L->cg * (int64_t)ts);
+            s->abytes = round_up64(cdiv(chunk, L->nr) * L->nr * L->cg * (int64_t)ts);
+        else if (s->blocked)     /* one A block: MC rows of a K block */
+            s->abytes = round_up64(L->mr * MC_TILES * k_block(L->k) * (int64_t)ts);
+        else if (!s->direct)     /* the chunk's whole im2row matrix */
+            s->abytes = round_up64(chunk * L->k * (int64_t)ts);
+        s->thread_bytes = s->abytes;
+        if (!g->nhwc && !s->pointwise_nchw) {
+            /* the GEMM result before its transpose into NCHW, and the input rows transposed
+             * out of NCHW: blocked, every image the chunk touches; else at most one image */
+            int64_t images = s->blocked ? cdiv(chunk, g->oh * g->ow) + 1 : 1;
+            s->cbytes = round_up64(chunk * L->ocg * (int64_t)ts);
+            s->thread_bytes += s->cbytes +
+                               round_up64(images * g->h * g->w * L->cg * (int64_t)ts);
+        }
     }
     s->threads = min64(nthreads, s->ntasks);
 #ifndef I2R_HAVE_OPENMP
@@ -272,7 +290,7 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
                             const schedule *s)
 {
     int64_t per_image = 0;
-    if (method == I2R_FULL)
+    if (method != I2R_STRIP)
         return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
     if (s->plane)
         return g->n * L->cg * strip_input_rows(g, s->strip_rows) * plane_input_cols(g, s);

@@ -4,6 +4,29 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
+/* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
+ * values a plain loop beats a call to memcpy/memset (setup.py's -fno-tree-loop-distribute-
+ * patterns keeps gcc from turning the loop back into that call). */
+static inline void FN(copy_channels)(T *dst, const T *src, int64_t n)
+{
+    if (n >= 16) {
+        memcpy(dst, src, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+static inline void FN(zero_channels)(T *dst, int64_t n)
+{
+    if (n >= 16) {
+        memset(dst, 0, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (T)0;
+}
+
 /* Packed weights for rotation rot: row k = (kh*KW + slot)*Cg + c of panel p holds
  * w[kh][kw = (slot - rot) mod KW][c][p*NR : p*NR + NR] (zeros past OCg). Depthwise: one
  * (KH*KW, C) block per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c. */
@@ -52,22 +75,54 @@ static void FN(pack_weights)(const i2r_layout *L, const T *wm, const T *bias, T 
     }
 }
 
+/* Where I2R_BLOCKED lowers from: element (image n, row h, column col, channel c of the
+ * group) at base + (n - n_first)*img + h*hs + col*ws + c; the A blocks go to abuf. */
+typedef struct {
+    const T *base;
+    int64_t n_first, img, hs, ws;
+    T *abuf;
+} FN(lowering);
+
+/* A[i][k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the batch's
+ * im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)), kc values a row. */
+static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
+                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a)
+{
+    const int64_t CG = L->cg, opix = g->oh * g->ow;
+    for (int64_t i = 0; i < mc; i++, a += kc) {
+        int64_t p = p0 + i, n = p / opix, oh = p % opix / g->ow, ow = p % g->ow;
+        const T *img = src->base + (n - src->n_first) * src->img;
+        for (int64_t k = k0; k < k0 + kc;) {
+            int64_t tap = k / CG, c = k % CG, run = min64(CG - c, k0 + kc - k);
+            int64_t h = oh * g->sh + tap / g->kw * g->dh - g->pt;
+            int64_t col = ow * g->sw + tap % g->kw * g->dw - g->pl;
+            if (h < 0 || h >= g->h || col < 0 || col >= g->w)
+                FN(zero_channels)(a + (k - k0), run);
+            else
+                FN(copy_channels)(a + (k - k0), img + h * src->hs + col * src->ws + c, run);
+            k += run;
+        }
+    }
+}
+
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
  * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb) of
- * ncols (OCg); accumulate adds to C from the first K block on (C prefilled). Blocked as in BLIS: K blocks of <= KC values
+ * ncols (OCg); accumulate adds to C from the first K block on (C prefilled). With `low`
+ * (I2R_BLOCKED) A is not given: each A block is lowered from low->base (rows from pixel low_p0
+ * on) into low->abuf just before it is used, so the im2row matrix never exists whole. Blocked as in BLIS: K blocks of <= KC values
  * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
  * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
  * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              int64_t nseg, int64_t seglen, int64_t seg_stride,
                              const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
-                             int64_t pb, int64_t ncols, int accumulate)
+                             int64_t pb, int64_t ncols, int accumulate,
+                             const i2r_geom *g, const FN(lowering) *low, int64_t low_p0)
 {
     const i2r_layout *L = &w->L;
     const GEMM_FN ukernel = (GEMM_FN)L->fn;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
-    const int64_t nkb = seglen <= KC_WHOLE ? 1 : (seglen + KC - 1) / KC;
-    const int64_t kcs = (seglen + nkb - 1) / nkb;
+    const int64_t kcs = k_block(seglen);
     for (int64_t s = 0; s < nseg; s++)
         for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
             int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
@@ -77,14 +132,20 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = M - m0 < MC ? M - m0 : MC;
                 const T *ablk = a + m0 * lda + s * seg_stride + k0;
+                int64_t ald = lda;
+                if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
+                    FN(lower_block)(L, g, low, low_p0 + m0, mc, k0, kc, low->abuf);
+                    ablk = low->abuf;
+                    ald = kc;
+                }
                 for (int64_t p = pa; p < pb; p++) {
                     int64_t nr = ncols - p * NR < NR ? ncols - p * NR : NR;
                     const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
                     for (int64_t i = 0; i < mc; i += MR) {
                         int64_t mr = mc - i < MR ? mc - i : MR;
-                        ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * lda,
-                                (size_t)lda, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
+                        ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
+                                (size_t)ald, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
                                 bb, flags);
                     }
                 }
@@ -118,30 +179,7 @@ static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int
         FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
     else
         FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb,
-                         w->L.ocg, 0);
-}
-
-/* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
- * values a plain loop beats a call to memcpy/memset (setup.py's -fno-tree-loop-distribute-
- * patterns keeps gcc from turning the loop back into that call). */
-static inline void FN(copy_channels)(T *dst, const T *src, int64_t n)
-{
-    if (n >= 16) {
-        memcpy(dst, src, (size_t)n * sizeof(T));
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = src[i];
-}
-
-static inline void FN(zero_channels)(T *dst, int64_t n)
-{
-    if (n >= 16) {
-        memset(dst, 0, (size_t)n * sizeof(T));
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = (T)0;
+                         w->L.ocg, 0, NULL, NULL, 0);
 }
 
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
@@ -332,6 +370,27 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
 
 /* One im2row task: rows [p0, p1) of the batch's im2row matrix (output pixels of possibly
  * several images) for one group, one GEMM. */
+/* I2R_BLOCKED, one group, rows [p0, p1) of the batch: the lowering source. NHWC: the input
+ * itself; NCHW: the task's images transposed into `slab` (images x H x W x Cg) first. */
+static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, const T *x,
+                                       int64_t group, int64_t p0, int64_t p1, T *slab, T *abuf)
+{
+    const int64_t CG = L->cg, plane = g->h * g->w, opix = g->oh * g->ow;
+    FN(lowering) low = {x + group * CG, 0, plane * g->c, g->w * g->c, g->c, abuf};
+    if (g->nhwc)
+        return low;
+    low.base = slab;
+    low.n_first = p0 / opix;
+    low.img = plane * CG;
+    low.hs = g->w * CG;
+    low.ws = CG;
+    for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++)
+        for (int64_t h = 0; h < g->h; h++)   /* (Cg x W) -> (W x Cg) per input row */
+            FN(transpose)(L, x + (n * g->c + group * CG) * plane + h * g->w, CG, g->w, plane,
+                          slab + (n - low.n_first) * low.img + h * low.hs, CG, 1);
+    return low;
+}
+
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
                              T *buf, T *cbuf, T *slab)
@@ -340,9 +399,16 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
     const T *a;
     int64_t lda, M = p1 - p0, copied = 0;
+    FN(lowering) low, *lowp = NULL;
     if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix */
         a = x + p0 * g->c + group * L->cg;
         lda = g->c;
+    } else if (s->blocked) {
+        low = FN(blocked_source)(L, g, x, group, p0, p1, slab, buf);
+        lowp = &low;
+        a = NULL;
+        lda = 0;
+        copied = M * L->k;
     } else {
         FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, slab);
         a = buf;
@@ -351,12 +417,20 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     }
     const T *bpack = FN(rotation_panels)(w, group, 0);
     if (g->nhwc) {     /* NHWC rows of consecutive images are consecutive */
-        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, y + p0 * g->oc + group * L->ocg,
-                     g->oc, 0, L->npanels);
+        T *c = y + p0 * g->oc + group * L->ocg;
+        if (lowp)
+            FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, g->oc, 0, L->npanels,
+                             L->ocg, 0, g, lowp, p0);
+        else
+            FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, g->oc, 0, L->npanels);
         return copied;
     }
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
-    FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels);
+    if (lowp)
+        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels,
+                         OCG, 0, g, lowp, p0);
+    else
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels);
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
         int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
         FN(transpose)(L, cbuf + (p - p0) * OCG, end - p, OCG, OCG,
@@ -422,7 +496,7 @@ static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_ge
                 for (int64_t j = 0; j < npix; j++)
                     yb[oc * plane + j] = bias[oc];
         FN(gemm_blocked)(w, OCG, a, CG, 1, CG, 0, panels, NULL, yb, plane, 0, np, npix,
-                         bias != NULL);
+                         bias != NULL, NULL, NULL, 0);
         p = end;
     }
     return (p1 - p0) * CG;
@@ -472,8 +546,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t strip_bytes = round_up64(s.strip_rows * L->kw * L->cg * (int64_t)sizeof(T));
     const int64_t colbuf_bytes = g->nhwc ? 0 : round_up64(g->oh * JB * L->ocg * (int64_t)sizeof(T));
-    const int64_t abytes = s.direct ? 0 : round_up64(s.chunk * L->k * (int64_t)sizeof(T));
-    const int64_t cbytes = g->nhwc ? 0 : round_up64(s.chunk * L->ocg * (int64_t)sizeof(T));
+    const int64_t abytes = s.abytes, cbytes = s.cbytes;
     int64_t copied = 0;
     int failed = 0;
 

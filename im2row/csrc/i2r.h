@@ -19,9 +19,11 @@ typedef enum { I2R_OK = 0, I2R_ENOMEM = 1, I2R_EINVAL = 2 } i2r_status;
 typedef enum { I2R_ISA_GENERIC = 0, I2R_ISA_AVX2 = 1, I2R_ISA_AVX512 = 2 } i2r_isa;
 typedef enum { I2R_F32 = 0, I2R_F64 = 1 } i2r_dtype;
 /* I2R_STRIP: the reusable im2row strip, one GEMM per output column.
- * I2R_FULL: the traditional im2row matrix (or, for 1x1 stride-1 unpadded NHWC, the input
- * itself), one GEMM per image and group. */
-typedef enum { I2R_STRIP = 0, I2R_FULL = 1 } i2r_method;
+ * I2R_FULL: the traditional im2row matrix, one GEMM per image (small images stacked) and
+ * group. I2R_BLOCKED: the same GEMM, but each MC x KC block of the im2row matrix is lowered
+ * just before the GEMM uses it, so the matrix never exists whole. Both run 1x1 stride-1
+ * unpadded convolutions as a GEMM on the input itself (NHWC) or on its pixels (NCHW). */
+typedef enum { I2R_STRIP = 0, I2R_FULL = 1, I2R_BLOCKED = 2 } i2r_method;
 
 typedef struct {
     int64_t n, c, h, w;        /* input */
