@@ -33,7 +33,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
        JB = 16,           /* output columns gathered before an NCHW output is transposed */
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */
-       TASKS_PER_THREAD = 4,
+       TASKS_PER_THREAD = 2,
        MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
        STACK_ROWS = 512 };/* I2R_FULL: small images are stacked into GEMMs of this many rows */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
