@@ -83,6 +83,29 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
             }
             continue;
         }
+        if (kh == 3 && kw == 3) {   /* the common case: the 9 weights stay in registers */
+            V w9[9];
+            for (int t = 0; t < 9; t++)
+                w9[t] = V_BCAST(w + t);
+            for (size_t j = 0; j < ow; j += VN) {
+                int n = ow - j < VN ? (int)(ow - j) : VN;
+                V acc = V_BCAST(&bias);
+#pragma GCC unroll 3
+                for (int a = 0; a < 3; a++)
+#pragma GCC unroll 3
+                    for (int b = 0; b < 3; b++) {
+                        const T *p = in + a * dh * pc + j + b * dw;
+                        acc = V_FMA(w9[a * 3 + b], n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc);
+                    }
+                if (relu)
+                    acc = V_MAX(acc, V_ZERO());
+                if (n == VN)
+                    V_STORE(o + j, acc);
+                else
+                    V_STORE_N(o + j, acc, n);
+            }
+            continue;
+        }
         for (size_t j = 0; j < ow; j += VN) {
             int n = ow - j < VN ? (int)(ow - j) : VN;
             V acc = V_BCAST(&bias);
