@@ -228,7 +228,7 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         if (!g->nhwc && !s->pointwise_nchw) {
             /* the GEMM result before its transpose into NCHW, and the input rows transposed
              * out of NCHW: blocked, every image the chunk touches; else at most one image */
-            int64_t images = s->blocked ? cdiv(chunk, g->oh * g->ow) + 1 : 1;
+            int64_t images = s->blocked ? min64(g->n, cdiv(chunk, g->oh * g->ow) + 1) : 1;
             s->cbytes = round_up64(chunk * L->ocg * (int64_t)ts);
             s->thread_bytes += s->cbytes +
                                round_up64(images * g->h * g->w * L->cg * (int64_t)ts);
