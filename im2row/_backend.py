@@ -21,7 +21,15 @@ else:
     try:
         from . import _native as native
     except ImportError as exc:   # a broken or missing build must not break `import im2row`
-        unavailable_reason = f"the compiled extension im2row._native failed to import: {exc}"
+        here = os.path.dirname(os.path.abspath(__file__))
+        if not any(f.startswith("_native.") and f.endswith((".so", ".pyd"))
+                   for f in os.listdir(here)):
+            unavailable_reason = (
+                f"the compiled extension was not built in {here} (a source checkout? install "
+                f"with `pip install .` and run outside the source tree, or build in place "
+                f"with `pip install -e .`)")
+        else:
+            unavailable_reason = f"the compiled extension im2row._native failed to import: {exc}"
 
 if native is None:
     warnings.warn(f"im2row: using the NumPy fallback ({unavailable_reason}); "
