@@ -33,7 +33,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
        JB = 16,           /* output columns gathered before an NCHW output is transposed */
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */
-       TASKS_PER_THREAD = 2,
+       TASKS_PER_THREAD = 2, /* tasks per thread, taken dynamically (see make_schedule) */
        MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
        STACK_ROWS = 512 };/* I2R_FULL: small images are stacked into GEMMs of this many rows */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
@@ -141,9 +141,10 @@ static int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
 
 typedef struct {
     int64_t ntasks;
-    int64_t parts;               /* I2R_STRIP: column blocks per image and group;
-                                    I2R_FULL: pixel chunks per group (over the whole batch) */
-    int64_t chunk;               /* I2R_FULL: pixels (im2row rows) per task */
+    int64_t parts;               /* I2R_STRIP: column blocks (or panel ranges) per image and
+                                    group; I2R_FULL/BLOCKED: pixel chunks per group (over
+                                    the whole batch) */
+    int64_t chunk;               /* I2R_FULL/BLOCKED: pixels (im2row rows) per task */
     int64_t strip_rows;          /* I2R_STRIP: padded input rows the GEMMs read */
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
@@ -159,15 +160,15 @@ typedef struct {
 } schedule;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* The K block of the GEMM: whole up to KC_WHOLE, else equal blocks of at most KC. */
 static int64_t k_block(int64_t seglen)
 {
-    int64_t nkb = seglen <= KC_WHOLE ? 1 : (seglen + KC - 1) / KC;
-    return (seglen + nkb - 1) / nkb;
+    int64_t nkb = seglen <= KC_WHOLE ? 1 : cdiv(seglen, KC);
+    return cdiv(seglen, nkb);
 }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           i2r_method method, int nthreads)
@@ -242,8 +243,6 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->threads = 1;
 }
 
-/* Output columns [p0, p1) of a strip task, in chain order: positions enumerate chain 0
- * (columns 0, t, 2t, ...), then chain 1, ... */
 /* A strip task: output columns at positions [p0, p1) (chain order, see position_to_chain)
  * and output channels of weight panels [pa, pb). NHWC work is split by columns; NCHW work by
  * panels, so that no two threads write into the same cache line of an NCHW output row. */
