@@ -67,13 +67,19 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
  *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * plane[(r*sh + a*dh)*pc + j*sw + b*dw]
  * for r < oh, j < ow; plane is the zero-padded input channel, pc values a row. With sw = 1 a
  * vector of VN outputs accumulates in a register over all taps (contiguous loads). */
+/* n outputs of acc (ReLU applied if asked) to o */
+#define DW_STORE(o, acc, n)                                          \
+    do {                                                             \
+        V v_ = relu ? V_MAX(acc, V_ZERO()) : (acc);                  \
+        if ((n) == VN)                                               \
+            V_STORE(o, v_);                                          \
+        else                                                         \
+            V_STORE_N(o, v_, n);                                     \
+    } while (0)
+
 void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, size_t dh,
                  size_t dw, const T *plane, size_t pc, const T *w, T bias, T *out, int relu)
 {
-    V w9[9];
-    if (kh == 3 && kw == 3)
-        for (int t = 0; t < 9; t++)
-            w9[t] = V_BCAST(w + t);
     for (size_t r = 0; r < oh; r++) {
         const T *in = plane + r * sh * pc;
         T *o = out + r * ow;
@@ -87,10 +93,13 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
             }
             continue;
         }
-        for (size_t j = 0; j < ow; j += VN) {
-            int n = ow - j < VN ? (int)(ow - j) : VN;
-            V acc = V_BCAST(&bias);
-            if (kh == 3 && kw == 3) {   /* the common case: the 9 weights stay in registers */
+        if (kh == 3 && kw == 3) {   /* the common case: the 9 weights stay in registers */
+            V w9[9];
+            for (int t = 0; t < 9; t++)
+                w9[t] = V_BCAST(w + t);
+            for (size_t j = 0; j < ow; j += VN) {
+                int n = ow - j < VN ? (int)(ow - j) : VN;
+                V acc = V_BCAST(&bias);
 #pragma GCC unroll 3
                 for (int a = 0; a < 3; a++)
 #pragma GCC unroll 3
@@ -98,23 +107,24 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
                         const T *p = in + a * dh * pc + j + b * dw;
                         acc = V_FMA(w9[a * 3 + b], n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc);
                     }
-            } else {
-                for (size_t a = 0; a < kh; a++)
-                    for (size_t b = 0; b < kw; b++) {
-                        const T *p = in + a * dh * pc + j + b * dw;
-                        acc = V_FMA(V_BCAST(w + a * kw + b),
-                                    n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc);
-                    }
+                DW_STORE(o + j, acc, n);
             }
-            if (relu)
-                acc = V_MAX(acc, V_ZERO());
-            if (n == VN)
-                V_STORE(o + j, acc);
-            else
-                V_STORE_N(o + j, acc, n);
+            continue;
+        }
+        for (size_t j = 0; j < ow; j += VN) {
+            int n = ow - j < VN ? (int)(ow - j) : VN;
+            V acc = V_BCAST(&bias);
+            for (size_t a = 0; a < kh; a++)
+                for (size_t b = 0; b < kw; b++) {
+                    const T *p = in + a * dh * pc + j + b * dw;
+                    acc = V_FMA(V_BCAST(w + a * kw + b), n == VN ? V_LOAD(p) : V_LOAD_N(p, n),
+                                acc);
+                }
+            DW_STORE(o + j, acc, n);
         }
     }
 }
+#undef DW_STORE
 
 #undef DWNAME
 #undef DWPLANENAME
