@@ -287,7 +287,19 @@ K_CASES = [
     Case("K2700-c300", n=1, c=300, h=5, w=5, oc=17, padding=1),
     Case("K2700-c300-s2-n2", n=2, c=300, h=6, w=7, oc=33, stride=2, padding=1),
 ]
-EDGE_CASES = ROW_CASES + OC_CASES + K_CASES
+# Stacked strips: with N > 1 and output columns of a few rows, "i2r" stacks several images in
+# one strip (GEMM rows straddling two images are computed and dropped); uneven stacks (N=5,
+# 7), strides, dilations, groups and depthwise.
+STACK_CASES = [
+    Case("stack-n8-oh5", n=8, c=6, h=7, w=6, oc=17),
+    Case("stack-n5-oh3-pad", n=5, c=4, h=3, w=5, oc=9, padding=1),
+    Case("stack-n7-s2-dil", n=7, c=4, h=11, w=9, oc=7, stride=(2, 1), dilation=(2, 1),
+         padding=((1, 2), (0, 1))),
+    Case("stack-n6-groups2", n=6, c=6, h=6, w=6, oc=10, groups=2, padding=1),
+    Case("stack-n9-depthwise", n=9, c=8, h=5, w=7, oc=8, groups=8, padding=1),
+    Case("stack-n4-1x7", n=4, c=5, h=9, w=9, oc=33, kh=1, kw=7, padding=(0, 3)),
+]
+EDGE_CASES = ROW_CASES + OC_CASES + K_CASES + STACK_CASES
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)

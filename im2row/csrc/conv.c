@@ -35,7 +35,10 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */
        TASKS_PER_THREAD = 2, /* tasks per thread, taken dynamically (see make_schedule) */
        MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
-       STACK_ROWS = 512 };/* I2R_FULL: small images are stacked into GEMMs of this many rows */
+       STACK_ROWS = 512,  /* I2R_FULL: small images are stacked into GEMMs of this many rows */
+       STRIP_STACK_BELOW = 28, /* I2R_STRIP: images with fewer output rows are stacked... */
+       STRIP_STACK_ROWS = 112, /* ... into one strip whose column GEMM has about this many rows */
+       STRIP_STACK_MAX = 16 };
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
@@ -145,14 +148,20 @@ typedef struct {
                                     group; I2R_FULL/BLOCKED: pixel chunks per group (over
                                     the whole batch) */
     int64_t chunk;               /* I2R_FULL/BLOCKED: pixels (im2row rows) per task */
-    int64_t strip_rows;          /* I2R_STRIP: padded input rows the GEMMs read */
+    int64_t strip_rows;          /* I2R_STRIP: padded input rows one image's GEMM rows read */
+    int64_t stack;               /* I2R_STRIP: images stacked in one strip (N > 1, small OH) */
+    int64_t block_rows;          /* strip rows of one stacked image (a multiple of sh) */
+    int64_t stack_rows;          /* strip rows of a full stack */
+    int64_t gemm_rows;           /* rows of a full stack's column GEMM (straddling rows
+                                    included, their results dropped) */
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
     int pointwise_nchw;          /* I2R_FULL on a 1x1, stride-1, unpadded NCHW input */
     int blocked;                 /* I2R_BLOCKED (not depthwise): A blocks lowered in the GEMM */
-    int64_t abytes, cbytes;      /* I2R_FULL/BLOCKED scratch: A (matrix or block), NCHW result;
-                                    the NCHW input slab follows */
+    int64_t abytes, cbytes;      /* scratch parts: I2R_STRIP: the strip, the column results;
+                                    I2R_FULL/BLOCKED: A (matrix or block), the NCHW result;
+                                    then the NCHW input stage or slab */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
     int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
@@ -168,6 +177,12 @@ static int64_t k_block(int64_t seglen)
 {
     int64_t nkb = seglen <= KC_WHOLE ? 1 : cdiv(seglen, KC);
     return cdiv(seglen, nkb);
+}
+
+/* Share of the register tiles' rows a GEMM of m rows, `valid` of them kept, fills. */
+static double tile_fill(int64_t valid, int64_t m, int64_t mr)
+{
+    return (double)valid / (double)(cdiv(m, mr) * mr);
 }
 
 static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
@@ -191,18 +206,45 @@ static void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->thread_bytes = round_up64(s->strip_rows * s->plane_cols * (int64_t)ts) +
                           round_up64(g->kh * g->kw * (int64_t)ts);
     } else if (method == I2R_STRIP) {
-        int64_t images = g->n * L->groups;
-        s->split_oc = !g->nhwc;
-        s->parts = min64(want > images ? cdiv(want, images) : 1,
-                         s->split_oc ? L->npanels : g->ow);
-        s->ntasks = images * s->parts;
+        /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
+         * image, so that one column GEMM covers the column of every image in the stack. A
+         * GEMM row (strip row i*sh on) that straddles two blocks is computed and dropped. */
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-        s->thread_bytes = round_up64(s->strip_rows * L->kw * L->cg * (int64_t)ts);
-        if (!g->nhwc)   /* JB output columns transposed into NCHW together; SB input
-                           columns transposed from NCHW together */
-            s->thread_bytes += round_up64(g->oh * JB * L->ocg * (int64_t)ts) +
-                               round_up64(strip_input_rows(g, s->strip_rows) * SB * L->cg *
-                                          (int64_t)ts);
+        s->stack = 1;
+        s->block_rows = s->strip_rows;
+        if (g->oh < STRIP_STACK_BELOW && g->n > 1 && tile_fill(g->oh, g->oh, L->mr) < 0.75) {
+            /* Columns of a few rows fill the register tiles poorly (7 rows: half a 14-row
+             * tile) and stream all the weights for those few rows: stack as many images as
+             * keep the tiles at least 3/4 full. 14-row columns fill the tile exactly and
+             * measured slower stacked. */
+            int64_t per_image = cdiv(s->strip_rows, g->sh);   /* GEMM rows of one block */
+            int64_t most = min64(min64(STRIP_STACK_MAX, g->n),
+                                 max64(1, STRIP_STACK_ROWS / per_image));
+            for (int64_t k = most; k > 1 && s->stack == 1; k--)
+                if (tile_fill(k * g->oh, (k - 1) * per_image + g->oh, L->mr) >= 0.75)
+                    s->stack = k;
+            s->stack = cdiv(g->n, cdiv(g->n, s->stack));   /* even stacks */
+            s->block_rows = per_image * g->sh;
+        }
+        s->stack_rows = (s->stack - 1) * s->block_rows + s->strip_rows;
+        s->gemm_rows = (s->stack - 1) * (s->block_rows / g->sh) + g->oh;
+        int64_t units = cdiv(g->n, s->stack) * L->groups;
+        s->split_oc = !g->nhwc;
+        s->parts = min64(want > units ? cdiv(want, units) : 1,
+                         s->split_oc ? L->npanels : g->ow);
+        s->ntasks = units * s->parts;
+        /* the strip; NCHW: JB output columns transposed into NCHW together and SB input
+         * columns (of each stacked image) transposed out of NCHW together; NHWC stacks: the
+         * column's results, whose valid rows are copied out */
+        s->abytes = round_up64(s->stack_rows * L->kw * L->cg * (int64_t)ts);
+        if (!g->nhwc)
+            s->cbytes = round_up64(s->gemm_rows * JB * L->ocg * (int64_t)ts);
+        else if (s->stack > 1)
+            s->cbytes = round_up64(s->gemm_rows * L->ocg * (int64_t)ts);
+        s->thread_bytes = s->abytes + s->cbytes;
+        if (!g->nhwc)
+            s->thread_bytes += round_up64(s->stack * strip_input_rows(g, s->strip_rows) * SB *
+                                          L->cg * (int64_t)ts);
     } else {
         /* One GEMM per image's im2row matrix; small images are stacked into GEMMs of up to
          * STACK_ROWS rows (more rows per pass over the weights); threads get chunks of at

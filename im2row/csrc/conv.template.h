@@ -315,53 +315,73 @@ static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, 
     return (const T *)w->packed + (group * L->nrot + rot / L->rot_unit) * rotation_size(L);
 }
 
-/* One strip task: output columns at positions [p0, p1) of image n, group `group`, output
- * channels of weight panels [pa, pb). */
+/* One strip task: output columns at positions [p0, p1) of images [n0, n0 + nimg) (a stack,
+ * see make_schedule), group `group`, output channels of weight panels [pa, pb). */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
-                              const T *x_img, T *y_img, int64_t group, int64_t p0, int64_t p1,
-                              int64_t pa, int64_t pb, T *strip, T *colbuf, T *stage)
+                              const T *x, T *y, int64_t group, int64_t n0, int64_t nimg,
+                              int64_t p0, int64_t p1, int64_t pa, int64_t pb, T *strip,
+                              T *cbuf, T *stage)
 {
     const i2r_layout *L = &w->L;
+    const int64_t KW = L->kw, CG = L->cg, OCG = L->ocg, t = L->col_step, row = KW * CG;
+    const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
+    const int64_t block_gemm_rows = s->block_rows / g->sh;
+    const int64_t M = (nimg - 1) * block_gemm_rows + g->oh;
+    const int64_t stage_size = strip_input_rows(g, s->strip_rows) * SB * CG;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
     /* input columns the task reads end after its last output column's last tap (in chain
      * order, t > 1, positions are not columns: then bound by the last output column) */
     int64_t last = L->col_step == 1 ? p1 - 1 : g->ow - 1;
-    FN(column_source) src = {x_img, stage, 0, 0,
-                             last * g->sw + (g->kw - 1) * g->dw - g->pl + 1};
-    const int64_t KW = L->kw, CG = L->cg, t = L->col_step, row = KW * CG;
-    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
+    FN(column_source) src[STRIP_STACK_MAX];
+    for (int64_t b = 0; b < nimg; b++) {
+        FN(column_source) one = {x + (n0 + b) * x_image, stage + b * stage_size, 0, 0,
+                                 last * g->sw + (g->kw - 1) * g->dw - g->pl + 1};
+        src[b] = one;
+    }
     int64_t copied = 0, r, q, nbuf = 0, j0 = 0;
     position_to_chain(p0, g->ow, t, &r, &q);
     for (int64_t p = p0; p < p1; p++) {
         int64_t len = (g->ow - r + t - 1) / t, j = r + q * t;
         int64_t rot = L->rot_step ? (q * L->rot_step) % KW : 0;
         int64_t taps = step_new_taps(L, p == p0, q);
-        for (int64_t kw = KW - taps; kw < KW; kw++)
-            copied += FN(fill_strip_column)(L, g, group, &src, strip, s->strip_rows,
-                                            (kw + rot) % KW, j * g->sw + kw * g->dw);
+        for (int64_t b = 0; b < nimg; b++)
+            for (int64_t kw = KW - taps; kw < KW; kw++)
+                copied += FN(fill_strip_column)(L, g, group, &src[b],
+                                                strip + b * s->block_rows * row, s->strip_rows,
+                                                (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
         int64_t nseg = g->dh == 1 ? 1 : g->kh, seglen = g->dh == 1 ? L->k : row;
-        if (g->nhwc) {
-            T *c = y_img + j * g->oc + group * L->ocg;
-            FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
-                         bpack, bias, c, g->ow * g->oc, pa, pb);
+        if (g->nhwc && s->stack == 1) {   /* straight into the output column */
+            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+                         y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb);
+        } else if (g->nhwc) {   /* stacked: the valid rows of each image to its output */
+            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+                         cbuf, OCG, pa, pb);
+            for (int64_t b = 0; b < nimg; b++)
+                for (int64_t oh = 0; oh < g->oh; oh++)
+                    memcpy(y + (n0 + b) * y_image + (oh * g->ow + j) * g->oc + group * OCG,
+                           cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
         } else {
-            FN(multiply)(w, g->oh, strip, g->sh * row, nseg, seglen, g->dh * row,
-                         bpack, bias, colbuf + nbuf * L->ocg, JB * L->ocg, pa, pb);
+            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+                         cbuf + nbuf * OCG, JB * OCG, pa, pb);
             if (nbuf++ == 0)
                 j0 = j;
         }
         if (++q == len) { q = 0; r++; }
         /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
         if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
-            /* columns j0, j0+t, ... of rows 0..OH-1: colbuf[oh][jj][oc] -> y[oc][oh][j], TR
-             * channels at a time down all rows: TR constant-stride store streams */
-            const int64_t plane = g->oh * g->ow, oc_end = min64(pb * L->nr, L->ocg);
-            T *yg = y_img + group * L->ocg * plane + j0;
-            for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->tr)
-                for (int64_t oh = 0; oh < g->oh; oh++)
-                    FN(transpose)(L, colbuf + oh * JB * L->ocg + ob, nbuf,
-                                  min64(L->tr, oc_end - ob), L->ocg,
-                                  yg + ob * plane + oh * g->ow, plane, t);
+            /* columns j0, j0+t, ... of rows 0..OH-1 of each image: cbuf[row][jj][oc] ->
+             * y[oc][oh][j], TR channels at a time down all rows (TR store streams) */
+            const int64_t plane = g->oh * g->ow, oc_end = min64(pb * L->nr, OCG);
+            for (int64_t b = 0; b < nimg; b++) {
+                T *yg = y + (n0 + b) * y_image + group * OCG * plane + j0;
+                const T *rows = cbuf + b * block_gemm_rows * JB * OCG;
+                for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->tr)
+                    for (int64_t oh = 0; oh < g->oh; oh++)
+                        FN(transpose)(L, rows + oh * JB * OCG + ob, nbuf,
+                                      min64(L->tr, oc_end - ob), OCG,
+                                      yg + ob * plane + oh * g->ow, plane, t);
+            }
             nbuf = 0;
         }
     }
@@ -525,12 +545,16 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
                            (size_t)(PC - g->pl - in_cols) * sizeof(T));
             }
         }
-    } else if (method == I2R_STRIP) {
+    } else if (method == I2R_STRIP) {   /* each stacked image's padding rows */
         int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
-        int64_t top = g->pt < s->strip_rows ? g->pt : s->strip_rows;
-        memset(scratch, 0, (size_t)(top * row) * sizeof(T));
-        memset(scratch + (top + in_rows) * row, 0,
-               (size_t)((s->strip_rows - top - in_rows) * row) * sizeof(T));
+        int64_t top = min64(g->pt, s->strip_rows);
+        for (int64_t b = 0; b < s->stack; b++) {
+            T *block = scratch + b * s->block_rows * row;
+            int64_t end = b + 1 < s->stack ? s->block_rows : s->strip_rows;
+            memset(block, 0, (size_t)(top * row) * sizeof(T));
+            memset(block + (top + in_rows) * row, 0,
+                   (size_t)((end - top - in_rows) * row) * sizeof(T));
+        }
     }
 }
 
@@ -544,8 +568,6 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     schedule s;
     make_schedule(&s, L, g, method, nthreads);
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
-    const int64_t strip_bytes = round_up64(s.strip_rows * L->kw * L->cg * (int64_t)sizeof(T));
-    const int64_t colbuf_bytes = g->nhwc ? 0 : round_up64(g->oh * JB * L->ocg * (int64_t)sizeof(T));
     const int64_t abytes = s.abytes, cbytes = s.cbytes;
     int64_t copied = 0;
     int failed = 0;
@@ -573,15 +595,14 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                          scratch, scratch + round_up64(s.strip_rows *
                                          s.plane_cols * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
             } else if (method == I2R_STRIP) {
-                int64_t ng = task / s.parts, n = ng / L->groups, group = ng % L->groups;
-                int64_t p0, p1, pa, pb;
+                int64_t unit = task / s.parts, group = unit % L->groups;
+                int64_t n0 = unit / L->groups * s.stack, p0, p1, pa, pb;
                 task_range(&s, L, b, g->ow, &p0, &p1, &pa, &pb);
                 if (p0 < p1)
-                    copied += FN(strip_task)(w, g, &s, x + n * x_image, y + n * y_image, group,
-                                             p0, p1, pa, pb, scratch,
-                                             scratch + strip_bytes / (int64_t)sizeof(T),
-                                             scratch + (strip_bytes + colbuf_bytes) /
-                                                       (int64_t)sizeof(T));
+                    copied += FN(strip_task)(w, g, &s, x, y, group, n0,
+                                             min64(s.stack, g->n - n0), p0, p1, pa, pb,
+                                             scratch, scratch + abytes / (int64_t)sizeof(T),
+                                             scratch + (abytes + cbytes) / (int64_t)sizeof(T));
             } else if (s.pointwise_nchw) {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
