@@ -261,12 +261,12 @@ for m in METHODS:
 
     # --- layout, method, activation ------------------------------------------------------
     for bad in ("nchw", "NCWH", "", None, 4, ["NCHW"], ("NCHW",)):
-        case(f"conv2d-{m}-layout-{bad!r}", Raises(VE, r"layout must be 'NCHW' or 'NHWC'"),
+        case(f"conv2d-{m}-layout-{type(bad).__name__}:{bad!r}", Raises(VE, r"layout must be 'NCHW' or 'NHWC'"),
              lambda bad=bad, m=m: Call(conv2d, X(), W(), layout=bad, method=m))
-        case(f"Conv2d-{m}-layout-{bad!r}", Raises(VE, r"layout must be 'NCHW' or 'NHWC'"),
+        case(f"Conv2d-{m}-layout-{type(bad).__name__}:{bad!r}", Raises(VE, r"layout must be 'NCHW' or 'NHWC'"),
              lambda bad=bad, m=m: Call(Conv2d, W(), layout=bad, method=m))
     for bad in ("relu6", "ReLU", True, 0, "none"):
-        case(f"Conv2d-{m}-activation-{bad!r}", Raises(VE, r"activation must be None or 'relu'"),
+        case(f"Conv2d-{m}-activation-{type(bad).__name__}:{bad!r}", Raises(VE, r"activation must be None or 'relu'"),
              lambda bad=bad, m=m: Call(Conv2d, W(), activation=bad, method=m))
 
     # --- stride, dilation: zero, negative, non-integer, wrong length, huge ----------------
@@ -293,9 +293,9 @@ for m in METHODS:
                 ((1.0, 1), TE, rf"{arg} must be an int, got float"),
                 (((1, 1), 1), TE, rf"{arg} must be an int, got tuple"),
         ]:
-            case(f"conv2d-{m}-{arg}-{bad!r}", Raises(types, pat),
+            case(f"conv2d-{m}-{arg}-{type(bad).__name__}:{bad!r}", Raises(types, pat),
                  lambda arg=arg, bad=bad, m=m: Call(conv2d, X(), W(), method=m, **{arg: bad}))
-            case(f"Conv2d-{m}-{arg}-{bad!r}", Raises(types, pat),
+            case(f"Conv2d-{m}-{arg}-{type(bad).__name__}:{bad!r}", Raises(types, pat),
                  lambda arg=arg, bad=bad, m=m: Call(Conv2d, W(), method=m, **{arg: bad}))
         case(f"conv2d-{m}-{arg}-int64", Returns(equals(ref_of(X(), W(), stride=1)), "the "
                                                 "convolution"),
@@ -347,10 +347,10 @@ for m in METHODS:
             (2**70, VE, r"padding must be at most|would need \d+ bytes, more than a 64-bit"),
             (((2**62, 0), (0, 0)), VE, r"padding must be at most|would need \d+ bytes"),
     ]:
-        case(f"conv2d-{m}-padding-{bad!r}", Raises(types, pat),
+        case(f"conv2d-{m}-padding-{type(bad).__name__}:{bad!r}", Raises(types, pat),
              lambda bad=bad, m=m: Call(conv2d, X(), W(), padding=bad, method=m))
         if "bytes" not in pat:      # a plan may check sizes only when it is called
-            case(f"Conv2d-{m}-padding-{bad!r}", Raises(types, pat),
+            case(f"Conv2d-{m}-padding-{type(bad).__name__}:{bad!r}", Raises(types, pat),
                  lambda bad=bad, m=m: Call(Conv2d, W(), padding=bad, method=m))
 
     # --- groups --------------------------------------------------------------------------
@@ -365,7 +365,7 @@ for m in METHODS:
             (2**70, VE, r"groups must be at most|groups=\d+ must divide the 2 input channels"),
             (2, VE, r"expected weight of shape .* = \(\*, 1, \*, \*\)"),
     ]:
-        case(f"conv2d-{m}-groups-{bad!r}", Raises(types, pat),
+        case(f"conv2d-{m}-groups-{type(bad).__name__}:{bad!r}", Raises(types, pat),
              lambda bad=bad, m=m: Call(conv2d, X(), W(), groups=bad, method=m))
     case(f"conv2d-{m}-groups-not-dividing-oc", Raises(VE, r"groups=2 must divide the 3 output"),
          lambda m=m: Call(conv2d, X(), W((3, 1, 3, 3)), groups=2, method=m))
@@ -479,9 +479,9 @@ for m in METHODS:
             (True, TE, r"num_threads must be an int, got bool"),
             ([2], TE, r"num_threads must be an int, got list"),
     ]:
-        case(f"conv2d-{m}-num_threads-{bad!r}", Raises(types, pat),
+        case(f"conv2d-{m}-num_threads-{type(bad).__name__}:{bad!r}", Raises(types, pat),
              lambda bad=bad, m=m: Call(conv2d, X(), W(), num_threads=bad, method=m))
-        case(f"plan-{m}-num_threads-{bad!r}", Raises(types, pat),
+        case(f"plan-{m}-num_threads-{type(bad).__name__}:{bad!r}", Raises(types, pat),
              lambda bad=bad, m=m: Call(plan_call((W(),), dict(method=m), num_threads=bad)))
     for many in (64, 10**6) + HUGE:     # far more threads than work: clamp or refuse
         case(f"conv2d-{m}-num_threads-{many}",
