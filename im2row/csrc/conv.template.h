@@ -363,22 +363,22 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                            cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
         } else {
             FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
-                         cbuf + nbuf * OCG, JB * OCG, pa, pb);
+                         cbuf + nbuf * OCG, s->jb * OCG, pa, pb);
             if (nbuf++ == 0)
                 j0 = j;
         }
         if (++q == len) { q = 0; r++; }
         /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
-        if (!g->nhwc && (nbuf == JB || q == 0 || p + 1 == p1)) {
+        if (!g->nhwc && (nbuf == s->jb || q == 0 || p + 1 == p1)) {
             /* columns j0, j0+t, ... of rows 0..OH-1 of each image: cbuf[row][jj][oc] ->
              * y[oc][oh][j], TR channels at a time down all rows (TR store streams) */
             const int64_t plane = g->oh * g->ow, oc_end = min64(pb * L->nr, OCG);
             for (int64_t b = 0; b < nimg; b++) {
                 T *yg = y + (n0 + b) * y_image + group * OCG * plane + j0;
-                const T *rows = cbuf + b * block_gemm_rows * JB * OCG;
+                const T *rows = cbuf + b * block_gemm_rows * s->jb * OCG;
                 for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->tr)
                     for (int64_t oh = 0; oh < g->oh; oh++)
-                        FN(transpose)(L, rows + oh * JB * OCG + ob, nbuf,
+                        FN(transpose)(L, rows + oh * s->jb * OCG + ob, nbuf,
                                       min64(L->tr, oc_end - ob), OCG,
                                       yg + ob * plane + oh * g->ow, plane, t);
             }
