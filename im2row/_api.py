@@ -13,7 +13,7 @@ from ._args import (check_array, check_bias, check_byte_count, check_conv_args,
                     check_kernel_sizes, check_layout, check_method, check_num_threads,
                     check_out, check_same_dtype, make_spec, parse_pair, parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
-                          weight_as_matrix, CHUNK_BYTES)
+                          numpy_chunk, weight_as_matrix)
 
 __version__ = "0.1.0"
 
@@ -310,7 +310,6 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     spec = make_spec(shapes[0], shapes[1], dtype, stride, padding, dilation, groups, layout,
                      op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
-    requested = method
     if method == "auto":
         method = ("numpy" if _backend.native is None
                   else choose_compiled_method(spec, _backend.isa()))
@@ -326,18 +325,12 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
                                             True)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
-    k = spec.cg * spec.kh * spec.kw
-    if method == "im2col":
-        col = im2col_bytes(spec)
-        return {"workspace": col + spec.oc * spec.oh * spec.ow * itemsize,
-                "packed_weights": 0, "copied": spec.n * col, "method": method}
-    # "numpy": per chunk, a padded slab, the lowered rows and the matmul result
-    row_bytes = spec.ow * (spec.groups * k + 2 * spec.oc) * itemsize
-    rows = max(1, min(spec.oh, CHUNK_BYTES // max(row_bytes, 1)))
-    (sh, dh), wp = (spec.stride[0], spec.dilation[0]), spec.w + spec.padding[2] + spec.padding[3]
-    slab = ((rows - 1) * sh + (spec.kh - 1) * dh + 1) * wp * spec.c * itemsize
-    return {"workspace": rows * row_bytes + slab, "packed_weights": 0,
-            "copied": spec.n * spec.oh * spec.ow * spec.c * spec.kh * spec.kw * itemsize,
+    # both NumPy methods write every image's whole im2row (im2col) matrix, "numpy" a chunk
+    # (lowered rows, matmul result, padded input slab) at a time
+    col = im2col_bytes(spec)
+    workspace = (col + spec.oc * spec.oh * spec.ow * itemsize if method == "im2col"
+                 else numpy_chunk(spec)[1])
+    return {"workspace": workspace, "packed_weights": 0, "copied": spec.n * col,
             "method": method}
 
 

@@ -65,6 +65,17 @@ def _store_rows(out_img, res, spec, o0, o1):
         out_img[o0:o1] = res.transpose(1, 0, 2).reshape(o1 - o0, ow, g * ocg)
 
 
+def numpy_chunk(spec):
+    """Output rows per "numpy" chunk and its scratch bytes (lowered rows, matmul result and
+    padded input slab), kept under CHUNK_BYTES where one output row allows."""
+    k = spec.kh * spec.kw * spec.cg
+    row_bytes = spec.ow * (spec.groups * k + 2 * spec.oc) * spec.dtype.itemsize
+    rows = max(1, min(spec.oh, CHUNK_BYTES // max(row_bytes, 1)))
+    slab_rows = (rows - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    return rows, rows * row_bytes + slab_rows * wp * spec.c * spec.dtype.itemsize
+
+
 def conv_numpy(x, weight, bias, spec, out):
     """The "numpy" method: im2row a chunk of output rows at a time."""
     sh, dh = spec.stride[0], spec.dilation[0]
@@ -73,8 +84,7 @@ def conv_numpy(x, weight, bias, spec, out):
     k = spec.kh * spec.kw * cg
     wm = weight_as_matrix(weight, spec.layout, g)
     bias_g = None if bias is None else bias.reshape(g, 1, spec.ocg)
-    row_bytes = spec.ow * (g * k + 2 * spec.ocg * g) * spec.dtype.itemsize
-    rows = max(1, min(spec.oh, CHUNK_BYTES // max(row_bytes, 1)))
+    rows = numpy_chunk(spec)[0]
     for n in range(spec.n):
         for o0 in range(0, spec.oh, rows):
             o1 = min(o0 + rows, spec.oh)

@@ -436,21 +436,18 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         copied = M * L->k;
     }
     const T *bpack = FN(rotation_panels)(w, group, 0);
-    if (g->nhwc) {     /* NHWC rows of consecutive images are consecutive */
-        T *c = y + p0 * g->oc + group * L->ocg;
-        if (lowp)
-            FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, g->oc, 0, L->npanels,
-                             L->ocg, 0, g, lowp, p0);
-        else
-            FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, g->oc, 0, L->npanels);
-        return copied;
-    }
+    /* NHWC: straight into the output (rows of consecutive images are consecutive); NCHW:
+     * into cbuf, then transposed into each image's planes */
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
+    T *c = g->nhwc ? y + p0 * g->oc + group * OCG : cbuf;
+    const int64_t ldc = g->nhwc ? g->oc : OCG;
     if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels,
-                         OCG, 0, g, lowp, p0);
+        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels, OCG, 0,
+                         g, lowp, p0);
     else
-        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, cbuf, OCG, 0, L->npanels);
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels);
+    if (g->nhwc)
+        return copied;
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
         int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
         FN(transpose)(L, cbuf + (p - p0) * OCG, end - p, OCG, OCG,
