@@ -13,7 +13,7 @@ from ._args import (check_array, check_bias, check_byte_count, check_conv_args,
                     check_kernel_sizes, check_layout, check_method, check_num_threads,
                     check_out, check_same_dtype, make_spec, parse_pair, parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
-                          numpy_chunk, weight_as_matrix)
+                          numpy_chunk)
 
 __version__ = "0.1.0"
 
@@ -101,9 +101,8 @@ class Conv2d:
 
     def _pack(self, rotations, isa):
         return _backend.native.PackedWeights(
-            weight_as_matrix(self.weight, self.layout, self.groups), self.bias,
-            self.kernel_size, self.stride, self.dilation, rotations,
-            self.activation == "relu", isa)
+            self.weight, self.layout, self.groups, self.bias, self.stride, self.dilation,
+            rotations, self.activation == "relu", isa)
 
     def _packed_for(self, method):
         """The packed weights a compiled method runs with (packing the rotations on the

@@ -23,7 +23,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef struct i2r_weights:
         pass
     i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
-                                const void *bias, int64_t groups, int64_t kh, int64_t kw,
+                                const int64_t *wstride, const void *bias, int64_t groups, int64_t kh, int64_t kw,
                                 int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
                                 int rotations, int relu, i2r_weights **out)
     void i2r_free_weights(i2r_weights *w)
@@ -94,17 +94,19 @@ def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotati
     return st.workspace_bytes, st.packed_bytes, st.copied_values
 
 
-cdef i2r_status _pack(const floating[:, :, ::1] wm, const floating[::1] bias, int64_t kh,
-                      int64_t kw, int64_t sw, int64_t dw, bint rotations, bint relu,
-                      i2r_isa isa, i2r_weights **out):
-    cdef int64_t groups = wm.shape[0], ocg = wm.shape[2], cg = wm.shape[1] // (kh * kw)
-    cdef const void *wptr = &wm[0, 0, 0] if wm.shape[1] else NULL
+cdef i2r_status _pack(const floating[::1] weight, tuple strides, int64_t groups, int64_t kh,
+                      int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
+                      const floating[::1] bias, bint rotations, bint relu, i2r_isa isa,
+                      i2r_weights **out):
+    cdef int64_t ws[5]
+    ws[0], ws[1], ws[2], ws[3], ws[4] = strides
+    cdef const void *wptr = &weight[0] if weight.shape[0] else NULL
     cdef const void *bptr = &bias[0] if bias is not None else NULL
     cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
     cdef i2r_status st
     with nogil:
-        st = i2r_pack_weights(dt, isa, wptr, bptr, groups, kh, kw, cg, ocg, sw, dw, rotations,
-                              relu, out)
+        st = i2r_pack_weights(dt, isa, wptr, ws, bptr, groups, kh, kw, cg, ocg, sw, dw,
+                              rotations, relu, out)
     return st
 
 
@@ -122,27 +124,36 @@ cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, i2r_method method
 cdef class PackedWeights:
     """Weights packed once for the GEMM microkernels of one ISA level.
 
-    wm: (G, KH*KW*Cg, OCg) C-contiguous, rows in (kh, kw, c) order; bias: (OC,) or None.
-    rotations: pack a copy per strip rotation (for "i2r"); without, only the unrotated copy
-    ("im2row" needs no more).
+    weight: C-contiguous (OC, C/groups, KH, KW) for NCHW or (KH, KW, C/groups, OC) for NHWC,
+    read in place; bias: (OC,) or None. rotations: pack a copy per strip rotation (for "i2r");
+    without, only the unrotated copy ("im2row" and "blocked" need no more).
     """
     cdef i2r_weights *w
     cdef readonly str isa
     cdef readonly bint f64
     cdef readonly bint rotations
 
-    def __cinit__(self, wm, bias, tuple kernel_size, tuple stride, tuple dilation,
+    def __cinit__(self, weight, str layout, int64_t groups, bias, tuple stride, tuple dilation,
                   bint rotations, bint relu, str isa):
-        cdef int64_t kh = kernel_size[0], kw = kernel_size[1], sw = stride[1], dw = dilation[1]
+        cdef int64_t oc, cg, kh, kw
+        if layout == "NCHW":
+            oc, cg, kh, kw = weight.shape
+            strides = ((oc // groups) * cg * kh * kw, kw, 1, kh * kw, cg * kh * kw)
+        else:
+            kh, kw, cg, oc = weight.shape
+            strides = (oc // groups, kw * cg * oc, cg * oc, oc, 1)
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
         self.rotations = rotations
-        self.f64 = wm.dtype.itemsize == 8
+        self.f64 = weight.dtype.itemsize == 8
+        flat = weight.reshape(-1)
         if self.f64:
-            st = _pack[double](wm, bias, kh, kw, sw, dw, rotations, relu, code, &self.w)
+            st = _pack[double](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],
+                               dilation[1], bias, rotations, relu, code, &self.w)
         else:
-            st = _pack[float](wm, bias, kh, kw, sw, dw, rotations, relu, code, &self.w)
+            st = _pack[float](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],
+                              dilation[1], bias, rotations, relu, code, &self.w)
         _check(st, "weight packing")
 
     def __dealloc__(self):

@@ -384,7 +384,8 @@ static void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, in
     *bbytes = with_bias ? L->groups * bias_width * ts : 0;
 }
 
-i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
+i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
+                            const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
                             int64_t sw, int64_t dw, int rotations, int relu, i2r_weights **out)
 {
@@ -408,9 +409,9 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const 
         return I2R_ENOMEM;
     }
     if (dtype == I2R_F64)
-        pack_weights_f64(&w->L, wm, bias, w->packed, w->bias, w->rows);
+        pack_weights_f64(&w->L, wm, wstride, bias, w->packed, w->bias, w->rows);
     else
-        pack_weights_f32(&w->L, wm, bias, w->packed, w->bias, w->rows);
+        pack_weights_f32(&w->L, wm, wstride, bias, w->packed, w->bias, w->rows);
     *out = w;
     return I2R_OK;
 }

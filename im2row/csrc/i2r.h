@@ -3,8 +3,10 @@
  * Conventions
  * - Arrays are C-contiguous. An input is NCHW (N, C, H, W) or NHWC (N, H, W, C); an output is
  *   NCHW (N, OC, OH, OW) or NHWC (N, OH, OW, OC), chosen by i2r_geom.nhwc for both.
- * - Weights come in as wm[G][KH*KW*Cg][OCg] (rows in (kh, kw, c) order) and are packed once by
- *   i2r_pack_weights into NR-wide panels, one copy per strip rotation (see conv.template.h).
+ * - Weights are read in place, either layout: element (group g, kh, kw, channel c of the
+ *   group, output channel oc of the group) at wm[g*s[0] + kh*s[1] + kw*s[2] + c*s[3] + oc*s[4]]
+ *   (s = wstride, in elements). i2r_pack_weights packs them once into NR-wide panels, one copy
+ *   per strip rotation (see conv.c).
  * - Sizes are int64_t; the Python layer has already checked every size and byte count.
  * - Functions return an i2r_status; they never print, never abort, never touch Python objects,
  *   and may run without the GIL.
@@ -44,10 +46,11 @@ typedef struct {
 
 typedef struct i2r_weights i2r_weights;   /* opaque */
 
-/* Pack wm (see above) and an optional bias[OC] for one dtype and ISA level. rotations = 0
+/* Pack wm (strides wstride, see above) and an optional bias[OC] for one dtype and ISA level. rotations = 0
  * packs only the unrotated copy (all I2R_FULL needs; I2R_STRIP then refills every slot at every
  * column). relu fuses max(x, 0) into the epilogue. *out is freed with i2r_free_weights. */
-i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm, const void *bias,
+i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
+                            const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
                             int64_t sw, int64_t dw, int rotations, int relu,
                             i2r_weights **out);
