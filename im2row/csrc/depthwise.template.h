@@ -1,0 +1,26 @@
+/* Depthwise convolution on NCHW input, one padded channel plane at a time. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
+ * into the padded plane (its zero borders were written once), then the dwplane microkernel
+ * convolves the plane. */
+static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                              const T *x_img, T *y_img, int64_t c0, int64_t c1, T *plane, T *wc)
+{
+    const i2r_layout *L = &w->L;
+    void (*dwplane)(size_t, size_t, size_t, size_t, size_t, size_t, size_t, size_t, const T *,
+                    size_t, const T *, T, T *, int) = L->dwplane;
+    const int64_t PC = s->plane_cols, rows = strip_input_rows(g, s->strip_rows);
+    const int64_t cols = plane_input_cols(g, s), taps = g->kh * g->kw, C = L->cg;
+    const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t h = 0; h < rows; h++)
+            FN(copy_channels)(plane + (g->pt + h) * PC + g->pl,
+                              x_img + (c * g->h + h) * g->w, cols);
+        for (int64_t t = 0; t < taps; t++)
+            wc[t] = packed[t * C + c];
+        dwplane((size_t)g->oh, (size_t)g->ow, (size_t)g->kh, (size_t)g->kw, (size_t)g->sh,
+                (size_t)g->sw, (size_t)g->dh, (size_t)g->dw, plane, (size_t)PC, wc,
+                bias ? bias[c] : (T)0, y_img + c * g->oh * g->ow, w->relu);
+    }
+    return (c1 - c0) * rows * cols;
+}
+

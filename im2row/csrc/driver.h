@@ -1,0 +1,203 @@
+/* Internals shared by the driver's files (no Python, not part of the C surface i2r.h).
+ *
+ * The driver is split by what each part does:
+ *   plan.c                 the layout of packed weights, the work split (schedule), the
+ *                          method "auto" runs, and every buffer size (i2r_predict)
+ *   pack.c, pack.template.h                      weight packing
+ *   conv.c                 the executor (i2r_conv), instantiating per dtype:
+ *     kernels.template.h   the blocked GEMM over the microkernels, copies, transposes
+ *     strip.template.h     I2R_STRIP: the reusable im2row strip
+ *     lowered.template.h   I2R_FULL / I2R_BLOCKED: the im2row matrix, whole or by blocks
+ *     depthwise.template.h depthwise convolution of NCHW channel planes
+ *     execute.template.h   per-thread scratch and the task loop
+ */
+#ifndef IM2ROW_DRIVER_H
+#define IM2ROW_DRIVER_H
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "i2r.h"
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)   /* per-dtype name: FN(conv) is conv_f32 or conv_f64 */
+
+enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-NOTES) */
+       KC_WHOLE = 1152,   /* ... but K up to this is not split (fewer passes over C) */
+       MC_TILES = 8,      /* M block for long GEMMs: 8 register tiles of A rows in L2 */
+       JB = 32,           /* output columns gathered before an NCHW output is transposed
+                             (measured: 16 -> 32 took the NCHW stem from 1.47 to 1.20 ms)... */
+       JB_MIN = 16,       /* ... fewer (not below JB_MIN) where JB columns pass JB_BYTES */
+       SB = 16,           /* NCHW input columns transposed at once for the strip fill */
+       TASKS_PER_THREAD = 2, /* tasks per thread, taken dynamically (see make_schedule) */
+       MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
+       STACK_ROWS = 512,  /* I2R_FULL: small images are stacked into GEMMs of this many rows */
+       STRIP_STACK_BELOW = 28, /* I2R_STRIP: images with fewer output rows are stacked... */
+       STRIP_STACK_ROWS = 112, /* ... into one strip whose column GEMM has about this many rows */
+       STRIP_STACK_MAX = 16 };
+#define MAX_ROTATION_BYTES ((int64_t)64 << 20)
+#define JB_BYTES ((int64_t)1 << 20)
+
+/* The kernel-independent layout of packed weights and the strip walk (no data).
+ * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
+ * out) runs as one "group" of C channels whose taps are multiplied channel by channel
+ * (dwconv microkernel) instead of a GEMM per channel. */
+typedef struct {
+    i2r_dtype dtype;
+    i2r_isa isa;
+    int64_t groups, kh, kw, cg, ocg, sw, dw;
+    int64_t conv_groups;   /* groups of the convolution (== groups unless depthwise) */
+    int depthwise;
+    int64_t k;             /* kh*kw*cg */
+    int64_t mr, nr, npanels;
+    int64_t col_step;      /* t */
+    int64_t rot_step;      /* m, or 0 when consecutive columns share no tap */
+    int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
+    int64_t nrot;          /* rotations packed */
+    void *fn;              /* GEMM microkernel */
+    void *dwconv;          /* depthwise microkernel */
+    void *dwplane;         /* depthwise NCHW-plane microkernel */
+    int64_t tr;            /* transpose tile */
+    void *transpose;       /* transpose microkernel */
+} i2r_layout;
+
+struct i2r_weights {
+    i2r_layout L;
+    int relu;
+    void *packed;          /* [G][nrot][npanels][K][NR] */
+    void *bias;            /* [G][npanels*NR], or NULL */
+    void *rows;            /* 1x1 only: [G][OCg][Cg], the A operand of pointwise NCHW */
+    int64_t packed_bytes;
+};
+
+static inline int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) { int64_t t = a % b; a = b; b = t; }
+    return a;
+}
+
+/* Values of one group's packed weights for one rotation. */
+static inline int64_t rotation_size(const i2r_layout *L)
+{
+    return L->depthwise ? L->k : L->npanels * L->k * L->nr;
+}
+
+static inline size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
+
+
+/* Scratch is 64-byte aligned and rounded up to whole cache lines. */
+static inline int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
+
+static inline void *alloc64(int64_t bytes)
+{
+    return bytes > 0 ? aligned_alloc(64, (size_t)round_up64(bytes)) : NULL;
+}
+
+/* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
+static inline int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
+{
+    int64_t end = g->pt + g->h < strip_rows ? g->pt + g->h : strip_rows;
+    return end > g->pt ? end - g->pt : 0;
+}
+
+/* ---- the work split, shared by i2r_predict and i2r_conv so that they agree ---- */
+
+typedef struct {
+    int64_t ntasks;
+    int64_t parts;               /* I2R_STRIP: column blocks (or panel ranges) per image and
+                                    group; I2R_FULL/BLOCKED: pixel chunks per group (over
+                                    the whole batch) */
+    int64_t chunk;               /* I2R_FULL/BLOCKED: pixels (im2row rows) per task */
+    int64_t strip_rows;          /* I2R_STRIP: padded input rows one image's GEMM rows read */
+    int64_t stack;               /* I2R_STRIP: images stacked in one strip (N > 1, small OH) */
+    int64_t block_rows;          /* strip rows of one stacked image (a multiple of sh) */
+    int64_t stack_rows;          /* strip rows of a full stack */
+    int64_t gemm_rows;           /* rows of a full stack's column GEMM (straddling rows
+                                    included, their results dropped) */
+    int64_t jb;                  /* NCHW: output columns transposed together */
+    int64_t thread_bytes;        /* scratch of one thread */
+    int64_t threads;
+    int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
+    int pointwise_nchw;          /* I2R_FULL on a 1x1, stride-1, unpadded NCHW input */
+    int blocked;                 /* I2R_BLOCKED (not depthwise): A blocks lowered in the GEMM */
+    int64_t abytes, cbytes;      /* scratch parts: I2R_STRIP: the strip, the column results;
+                                    I2R_FULL/BLOCKED: A (matrix or block), the NCHW result;
+                                    then the NCHW input stage or slab */
+    int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
+    int64_t plane_cols;          /* plane: padded input columns the outputs read */
+    int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
+                                    the columns */
+} schedule;
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* The K block of the GEMM: whole up to KC_WHOLE, else equal blocks of at most KC. */
+static inline int64_t k_block(int64_t seglen)
+{
+    int64_t nkb = seglen <= KC_WHOLE ? 1 : cdiv(seglen, KC);
+    return cdiv(seglen, nkb);
+}
+
+/* Share of the register tiles' rows a GEMM of m rows, `valid` of them kept, fills. */
+static inline double tile_fill(int64_t valid, int64_t m, int64_t mr)
+{
+    return (double)valid / (double)(cdiv(m, mr) * mr);
+}
+
+/* A strip task: output columns at positions [p0, p1) (chain order, see position_to_chain)
+ * and output channels of weight panels [pa, pb). NHWC work is split by columns; NCHW work by
+ * panels, so that no two threads write into the same cache line of an NCHW output row. */
+static inline void task_range(const schedule *s, const i2r_layout *L, int64_t b, int64_t ow,
+                       int64_t *p0, int64_t *p1, int64_t *pa, int64_t *pb)
+{
+    if (s->split_oc) {
+        *p0 = 0; *p1 = ow;
+        *pa = b * L->npanels / s->parts; *pb = (b + 1) * L->npanels / s->parts;
+    } else {
+        *p0 = b * ow / s->parts; *p1 = (b + 1) * ow / s->parts;
+        *pa = 0; *pb = L->npanels;
+    }
+}
+
+/* Position p -> chain r and index q in the chain (column j = r + q*t). */
+static inline void position_to_chain(int64_t p, int64_t ow, int64_t t, int64_t *r, int64_t *q)
+{
+    int64_t rr = 0;
+    for (;;) {
+        int64_t len = (ow - rr + t - 1) / t;
+        if (p < len) break;
+        p -= len;
+        rr++;
+    }
+    *r = rr;
+    *q = p;
+}
+
+/* Taps a strip step writes: all KW at the start of a task or chain (or when no tap is
+ * shared), else the m new ones. */
+static inline int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
+{
+    return (first || q == 0 || L->rot_step == 0) ? L->kw : L->rot_step;
+}
+
+/* Plane: padded columns [pl, min(pl + W, plane_cols)) hold input. */
+static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
+{
+    return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
+}
+
+/* plan.c */
+void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t kh,
+                 int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int rotations);
+void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
+                   int nthreads);
+int has_rows(const i2r_layout *L);
+void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes);
+int geometry_matches(const i2r_layout *L, const i2r_geom *g);
+
+#endif

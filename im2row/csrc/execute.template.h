@@ -1,0 +1,104 @@
+/* The executor: per-thread scratch and the task loop of one call. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* Fresh thread scratch: zero the strip's padding rows (never written later); with debug_nan
+ * fill everything else with NaN so a read of a slot or row not yet written shows. */
+static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const schedule *s,
+                             i2r_method method, int debug_nan, T *scratch)
+{
+    int64_t n = s->thread_bytes / (int64_t)sizeof(T);
+    if (debug_nan)
+        for (int64_t i = 0; i < n; i++)
+            scratch[i] = (T)NAN;
+    if (s->plane) {   /* zero the plane's borders: rows and columns that hold no input */
+        const int64_t PC = s->plane_cols, in_rows = strip_input_rows(g, s->strip_rows);
+        const int64_t in_cols = plane_input_cols(g, s);
+        for (int64_t r = 0; r < s->strip_rows; r++) {
+            T *row = scratch + r * PC;
+            if (r < g->pt || r >= g->pt + in_rows) {
+                memset(row, 0, (size_t)PC * sizeof(T));
+            } else {
+                memset(row, 0, (size_t)min64(g->pl, PC) * sizeof(T));
+                if (g->pl + in_cols < PC)
+                    memset(row + g->pl + in_cols, 0,
+                           (size_t)(PC - g->pl - in_cols) * sizeof(T));
+            }
+        }
+    } else if (method == I2R_STRIP) {   /* each stacked image's padding rows */
+        int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
+        int64_t top = min64(g->pt, s->strip_rows);
+        for (int64_t b = 0; b < s->stack; b++) {
+            T *block = scratch + b * s->block_rows * row;
+            int64_t end = b + 1 < s->stack ? s->block_rows : s->strip_rows;
+            memset(block, 0, (size_t)(top * row) * sizeof(T));
+            memset(block + (top + in_rows) * row, 0,
+                   (size_t)((end - top - in_rows) * row) * sizeof(T));
+        }
+    }
+}
+
+static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_method method,
+                           int nthreads, int debug_nan, const void *xv, void *yv,
+                           i2r_stats *stats)
+{
+    const i2r_layout *L = &w->L;
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    schedule s;
+    make_schedule(&s, L, g, method, nthreads);
+    const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
+    const int64_t abytes = s.abytes, cbytes = s.cbytes;
+    int64_t copied = 0;
+    int failed = 0;
+
+#ifdef I2R_HAVE_OPENMP
+#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
+#endif
+    {
+        T *scratch = (T *)alloc64(s.thread_bytes);
+        if (s.thread_bytes && !scratch)
+            failed = 1;
+        else
+            FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
+#ifdef I2R_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t task = 0; task < s.ntasks; task++) {
+            if (failed)
+                continue;
+            int64_t b = task % s.parts;
+            if (s.plane) {
+                int64_t n = task / s.parts;
+                copied += FN(plane_task)(w, g, &s, x + n * x_image, y + n * y_image,
+                                         b * L->cg / s.parts, (b + 1) * L->cg / s.parts,
+                                         scratch, scratch + round_up64(s.strip_rows *
+                                         s.plane_cols * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
+            } else if (method == I2R_STRIP) {
+                int64_t unit = task / s.parts, group = unit % L->groups;
+                int64_t n0 = unit / L->groups * s.stack, p0, p1, pa, pb;
+                task_range(&s, L, b, g->ow, &p0, &p1, &pa, &pb);
+                if (p0 < p1)
+                    copied += FN(strip_task)(w, g, &s, x, y, group, n0,
+                                             min64(s.stack, g->n - n0), p0, p1, pa, pb,
+                                             scratch, scratch + abytes / (int64_t)sizeof(T),
+                                             scratch + (abytes + cbytes) / (int64_t)sizeof(T));
+            } else if (s.pointwise_nchw) {
+                int64_t group = task / s.parts, p0 = b * s.chunk;
+                int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
+                copied += FN(pointwise_nchw_task)(w, g, x, y, group, p0, p1, scratch);
+            } else {
+                int64_t group = task / s.parts, p0 = b * s.chunk;
+                int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
+                copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, scratch,
+                                        scratch + abytes / (int64_t)sizeof(T),
+                                        scratch + (abytes + cbytes) / (int64_t)sizeof(T));
+            }
+        }
+        free(scratch);
+    }
+    if (stats) {
+        stats->threads = s.threads;
+        stats->workspace_bytes = s.threads * s.thread_bytes;
+        stats->copied_values = copied;
+        stats->packed_bytes = w->packed_bytes;
+    }
+    return failed ? I2R_ENOMEM : I2R_OK;
+}

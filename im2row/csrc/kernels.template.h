@@ -1,0 +1,140 @@
+/* The blocked GEMM over the microkernels, and the copies and transposes every method uses. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
+ * values a plain loop beats a call to memcpy/memset (setup.py's -fno-tree-loop-distribute-
+ * patterns keeps gcc from turning the loop back into that call). */
+static inline void FN(copy_channels)(T *dst, const T *src, int64_t n)
+{
+    if (n >= 16) {
+        memcpy(dst, src, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+static inline void FN(zero_channels)(T *dst, int64_t n)
+{
+    if (n >= 16) {
+        memset(dst, 0, (size_t)n * sizeof(T));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (T)0;
+}
+
+
+/* Where I2R_BLOCKED lowers from: element (image n, row h, column col, channel c of the
+ * group) at base + (n - n_first)*img + h*hs + col*ws + c; the A blocks go to abuf. */
+typedef struct {
+    const T *base;
+    int64_t n_first, img, hs, ws;
+    T *abuf;
+} FN(lowering);
+
+
+static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
+                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a);
+
+/* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
+ * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb) of
+ * ncols (OCg); accumulate adds to C from the first K block on (C prefilled). With `low`
+ * (I2R_BLOCKED) A is not given: each A block is lowered from low->base (rows from pixel low_p0
+ * on) into low->abuf just before it is used, so the im2row matrix never exists whole. Blocked as in BLIS: K blocks of <= KC values
+ * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
+ * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
+ * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
+static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                             int64_t nseg, int64_t seglen, int64_t seg_stride,
+                             const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                             int64_t pb, int64_t ncols, int accumulate,
+                             const i2r_geom *g, const FN(lowering) *low, int64_t low_p0)
+{
+    const i2r_layout *L = &w->L;
+    const GEMM_FN ukernel = (GEMM_FN)L->fn;
+    const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
+    const int64_t kcs = k_block(seglen);
+    for (int64_t s = 0; s < nseg; s++)
+        for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
+            int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
+            int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
+            int flags = (first && !accumulate ? 0 : GEMM_ACCUMULATE) |
+                        (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
+            for (int64_t m0 = 0; m0 < M; m0 += MC) {
+                int64_t mc = M - m0 < MC ? M - m0 : MC;
+                const T *ablk = a + m0 * lda + s * seg_stride + k0;
+                int64_t ald = lda;
+                if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
+                    FN(lower_block)(L, g, low, low_p0 + m0, mc, k0, kc, low->abuf);
+                    ablk = low->abuf;
+                    ald = kc;
+                }
+                for (int64_t p = pa; p < pb; p++) {
+                    int64_t nr = ncols - p * NR < NR ? ncols - p * NR : NR;
+                    const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
+                    const T *bb = bias ? bias + p * NR : NULL;
+                    for (int64_t i = 0; i < mc; i += MR) {
+                        int64_t mr = mc - i < MR ? mc - i : MR;
+                        ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
+                                (size_t)ald, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
+                                bb, flags);
+                    }
+                }
+            }
+        }
+}
+
+/* Depthwise counterpart of gemm_blocked (same arguments): row i of C is the channel-wise
+ * product of the KH*KW taps of A row i with the packed (taps, C) weights. */
+static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                            int64_t nseg, int64_t seglen, int64_t seg_stride,
+                            const T *bpack, const T *bias, T *c, int64_t ldc)
+{
+    const i2r_layout *L = &w->L;
+    void (*ukernel)(size_t, size_t, size_t, size_t, size_t, const T *, size_t, const T *,
+                    const T *, T *, size_t, int) = L->dwconv;
+    for (int64_t i = 0; i < M; i += DWCONV_ROWS)
+        ukernel((size_t)min64(DWCONV_ROWS, M - i), (size_t)L->cg, (size_t)nseg,
+                (size_t)(seglen / L->cg), (size_t)seg_stride, a + i * lda, (size_t)lda, bpack,
+                bias, c + i * ldc, (size_t)ldc, w->relu);
+}
+
+/* C = A * packed weights (+ bias, ReLU), output channels of panels [pa, pb): the GEMM, or
+ * its depthwise counterpart (always all channels: depthwise work is never split by panel). */
+static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
+                         int64_t nseg, int64_t seglen, int64_t seg_stride,
+                         const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                         int64_t pb)
+{
+    if (w->L.depthwise)
+        FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
+    else
+        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb,
+                         w->L.ocg, 0, NULL, NULL, 0);
+}
+
+/* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
+ * data. Whole tr x tr tiles go through the ISA's register transpose when dst_step is 1; the
+ * tiles are walked down TR destination rows at a time (TR constant-stride store streams,
+ * which the hardware prefetcher follows: NCHW planes are far apart). */
+static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64_t cols,
+                          int64_t src_ld, T *dst, int64_t dst_ld, int64_t dst_step)
+{
+    void (*tile)(const T *, size_t, T *, size_t) = L->transpose;
+    const int64_t TR = L->tr;
+    const int64_t rfull = dst_step == 1 ? rows / TR * TR : 0, cfull = cols / TR * TR;
+    for (int64_t c0 = 0; c0 < cfull; c0 += TR)
+        for (int64_t r0 = 0; r0 < rfull; r0 += TR)
+            tile(src + r0 * src_ld + c0, (size_t)src_ld, dst + c0 * dst_ld + r0,
+                 (size_t)dst_ld);
+    for (int64_t c = 0; c < cols; c++)   /* what the tiles left: the edges */
+        for (int64_t r = c < cfull ? rfull : 0; r < rows; r++)
+            dst[c * dst_ld + r * dst_step] = src[r * src_ld + c];
+}
+
+
+static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, int64_t rot)
+{
+    const i2r_layout *L = &w->L;
+    return (const T *)w->packed + (group * L->nrot + rot / L->rot_unit) * rotation_size(L);
+}
+

@@ -1,0 +1,176 @@
+/* I2R_FULL and I2R_BLOCKED: the traditional im2row matrix, whole per task or lowered one block at a time inside the GEMM; and pointwise NCHW as W * X. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* A[i][k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the batch's
+ * im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)), kc values a row. */
+static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
+                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a)
+{
+    const int64_t CG = L->cg, opix = g->oh * g->ow;
+    for (int64_t i = 0; i < mc; i++, a += kc) {
+        int64_t p = p0 + i, n = p / opix, oh = p % opix / g->ow, ow = p % g->ow;
+        const T *img = src->base + (n - src->n_first) * src->img;
+        for (int64_t k = k0; k < k0 + kc;) {
+            int64_t tap = k / CG, c = k % CG, run = min64(CG - c, k0 + kc - k);
+            int64_t h = oh * g->sh + tap / g->kw * g->dh - g->pt;
+            int64_t col = ow * g->sw + tap % g->kw * g->dw - g->pl;
+            if (h < 0 || h >= g->h || col < 0 || col >= g->w)
+                FN(zero_channels)(a + (k - k0), run);
+            else
+                FN(copy_channels)(a + (k - k0), img + h * src->hs + col * src->ws + c, run);
+            k += run;
+        }
+    }
+}
+
+/* Rows [pix0, pix1) (output pixels of one image) of the im2row matrix of one group, columns
+ * in (kh, kw, c) order. The input rows [h0, H) of the group are read as NHWC-ordered rows:
+ * row h at src + (h - h0)*hs, column w at + w*ws, Cg contiguous channels. */
+static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src, int64_t hs,
+                           int64_t ws, int64_t h0, int64_t pix0, int64_t pix1, T *buf)
+{
+    const int64_t CG = L->cg;
+    for (int64_t p = pix0; p < pix1; p++) {
+        int64_t oh = p / g->ow, ow = p % g->ow;
+        for (int64_t kh = 0; kh < g->kh; kh++) {
+            int64_t h = oh * g->sh + kh * g->dh - g->pt;
+            for (int64_t kw = 0; kw < g->kw; kw++, buf += CG) {
+                int64_t col = ow * g->sw + kw * g->dw - g->pl;
+                if (h < 0 || h >= g->h || col < 0 || col >= g->w)
+                    FN(zero_channels)(buf, CG);
+                else
+                    FN(copy_channels)(buf, src + (h - h0) * hs + col * ws, CG);
+            }
+        }
+    }
+}
+
+/* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
+ * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
+ * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels. */
+static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T *x,
+                                 int64_t group, int64_t p0, int64_t p1, T *buf, T *slab)
+{
+    const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w, opix = g->oh * g->ow;
+    for (int64_t p = p0; p < p1;) {
+        int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
+        int64_t pix0 = p - n * opix, pix1 = end - n * opix;
+        const T *x_img = x + n * g->c * plane;
+        if (g->nhwc) {
+            FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
+        } else {
+            int64_t h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
+            int64_t h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
+            for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
+                FN(transpose)(L, x_img + c0 * plane + h * g->w, CG, g->w, plane,
+                              slab + (h - h0) * g->w * CG, CG, 1);
+            FN(lower_rows)(L, g, slab, g->w * CG, CG, h0, pix0, pix1, buf);
+        }
+        buf += (end - p) * L->k;
+        p = end;
+    }
+}
+
+/* I2R_BLOCKED, one group, rows [p0, p1) of the batch: the lowering source. NHWC: the input
+ * itself; NCHW: the task's images transposed into `slab` (images x H x W x Cg) first. */
+static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, const T *x,
+                                       int64_t group, int64_t p0, int64_t p1, T *slab, T *abuf)
+{
+    const int64_t CG = L->cg, plane = g->h * g->w, opix = g->oh * g->ow;
+    FN(lowering) low = {x + group * CG, 0, plane * g->c, g->w * g->c, g->c, abuf};
+    if (g->nhwc)
+        return low;
+    low.base = slab;
+    low.n_first = p0 / opix;
+    low.img = plane * CG;
+    low.hs = g->w * CG;
+    low.ws = CG;
+    for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++)
+        for (int64_t h = 0; h < g->h; h++)   /* (Cg x W) -> (W x Cg) per input row */
+            FN(transpose)(L, x + (n * g->c + group * CG) * plane + h * g->w, CG, g->w, plane,
+                          slab + (n - low.n_first) * low.img + h * low.hs, CG, 1);
+    return low;
+}
+
+static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                             const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
+                             T *buf, T *cbuf, T *slab)
+{
+    const i2r_layout *L = &w->L;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
+    const T *a;
+    int64_t lda, M = p1 - p0, copied = 0;
+    FN(lowering) low, *lowp = NULL;
+    if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix */
+        a = x + p0 * g->c + group * L->cg;
+        lda = g->c;
+    } else if (s->blocked) {
+        low = FN(blocked_source)(L, g, x, group, p0, p1, slab, buf);
+        lowp = &low;
+        a = NULL;
+        lda = 0;
+        copied = M * L->k;
+    } else {
+        FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, slab);
+        a = buf;
+        lda = L->k;
+        copied = M * L->k;
+    }
+    const T *bpack = FN(rotation_panels)(w, group, 0);
+    /* NHWC: straight into the output (rows of consecutive images are consecutive); NCHW:
+     * into cbuf, then transposed into each image's planes */
+    const int64_t OCG = L->ocg, opix = g->oh * g->ow;
+    T *c = g->nhwc ? y + p0 * g->oc + group * OCG : cbuf;
+    const int64_t ldc = g->nhwc ? g->oc : OCG;
+    if (lowp)
+        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels, OCG, 0,
+                         g, lowp, p0);
+    else
+        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels);
+    if (g->nhwc)
+        return copied;
+    for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
+        int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
+        FN(transpose)(L, cbuf + (p - p0) * OCG, end - p, OCG, OCG,
+                      y + (n * g->oc + group * OCG) * opix + p % opix, opix, 1);
+        p = end;
+    }
+    return copied;
+}
+
+
+/* A pointwise (1x1, stride 1, unpadded) NCHW convolution is the GEMM W (OCg x Cg) * X
+ * (Cg x pixels) with each output channel a contiguous row of the NCHW result: the weights
+ * are the A rows (packed once as w->rows), the pixels of X are packed into NR-wide panels
+ * (each input value copied once), and the result needs no transpose. Rows [p0, p1) of the
+ * batch's pixels, one group; bias is prefilled into the output rows. */
+static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_geom *g,
+                                       const T *x, T *y, int64_t group, int64_t p0,
+                                       int64_t p1, T *panels)
+{
+    const i2r_layout *L = &w->L;
+    const int64_t NR = L->nr, CG = L->cg, OCG = L->ocg, plane = g->oh * g->ow;
+    const T *a = (const T *)w->rows + group * OCG * CG;
+    const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * NR : NULL;
+    for (int64_t p = p0; p < p1;) {
+        int64_t n = p / plane, end = min64(p1, (n + 1) * plane);
+        int64_t q0 = p - n * plane, npix = end - p, np = cdiv(npix, NR);
+        const T *xg = x + (n * g->c + group * CG) * plane + q0;
+        for (int64_t b = 0; b < np; b++) {      /* panel b: [c][NR] pixels q0 + b*NR ... */
+            int64_t cnt = min64(NR, npix - b * NR);
+            T *dst = panels + b * CG * NR;
+            for (int64_t c = 0; c < CG; c++, dst += NR) {
+                FN(copy_channels)(dst, xg + c * plane + b * NR, cnt);
+                FN(zero_channels)(dst + cnt, NR - cnt);
+            }
+        }
+        T *yb = y + (n * g->oc + group * OCG) * plane + q0;
+        if (bias)
+            for (int64_t oc = 0; oc < OCG; oc++)
+                for (int64_t j = 0; j < npix; j++)
+                    yb[oc * plane + j] = bias[oc];
+        FN(gemm_blocked)(w, OCG, a, CG, 1, CG, 0, panels, NULL, yb, plane, 0, np, npix,
+                         bias != NULL, NULL, NULL, 0);
+        p = end;
+    }
+    return (p1 - p0) * CG;
+}
+

@@ -1,0 +1,210 @@
+/* The planner: how weights are laid out when packed (make_layout), how a call's work is
+ * split into tasks and how much scratch each thread needs (make_schedule), what a call copies
+ * (count_copied) and, for i2r_predict, all of it without running anything. i2r_conv and
+ * i2r_predict share these functions, so that what is predicted is what runs. */
+#include "driver.h"
+
+/* rotations = 0 packs rotation 0 only (enough for I2R_FULL; a strip then refills all KW slots
+ * at every column). Rotations are also dropped when their copies would pass
+ * MAX_ROTATION_BYTES (very wide kernels: the packed size grows like KW^2). */
+void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
+                        int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
+                        int rotations)
+{
+    gemm_kernel gk = gemm_select(isa, dtype);
+    int64_t g0 = gcd64(sw, dw);
+    L->dtype = dtype; L->isa = isa;
+    L->conv_groups = groups;
+    L->depthwise = groups > 1 && cg == 1 && ocg == 1;
+    if (L->depthwise) {    /* one task group of all channels */
+        cg = ocg = groups;
+        groups = 1;
+    }
+    L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
+    L->sw = sw; L->dw = dw;
+    L->k = kh * kw * cg;
+    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn; L->dwconv = gk.dwconv; L->dwplane = gk.dwplane;
+    L->tr = gk.tr; L->transpose = gk.transpose;
+    L->npanels = L->depthwise ? 1 : (ocg + gk.nr - 1) / gk.nr;
+    L->col_step = dw / g0;
+    L->rot_step = sw / g0;
+    L->rot_unit = L->rot_step < kw ? gcd64(L->rot_step, kw) : kw;
+    int64_t copies_bytes = groups * (kw / L->rot_unit) * rotation_size(L) *
+                           (int64_t)dtype_size(dtype);
+    if (L->rot_step >= kw || !rotations ||
+        (kw / L->rot_unit > 1 && copies_bytes > MAX_ROTATION_BYTES)) {
+        /* no tap shared (or no rotated copies): natural column order, full refills */
+        L->col_step = 1;
+        L->rot_step = 0;
+        L->rot_unit = kw;
+    }
+    L->nrot = kw / L->rot_unit;
+}
+
+void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
+                          i2r_method method, int nthreads)
+{
+    size_t ts = dtype_size(L->dtype);
+    memset(s, 0, sizeof *s);
+    /* With several threads, aim at TASKS_PER_THREAD times as many tasks as threads (taken
+     * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
+     * threads may still be spinning) holds back only a small task. */
+    int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
+    if (method == I2R_STRIP && L->depthwise && !g->nhwc) {
+        /* Depthwise on NCHW: a channel's padded plane is small and its outputs are a direct
+         * 2-D convolution of it, vectorised along the output rows; a strip of one channel
+         * would feed a one-wide GEMM. Tasks are blocks of channels. */
+        s->plane = 1;
+        s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        s->plane_cols = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        s->parts = min64(want > g->n ? cdiv(want, g->n) : 1, L->cg);
+        s->ntasks = g->n * s->parts;
+        s->thread_bytes = round_up64(s->strip_rows * s->plane_cols * (int64_t)ts) +
+                          round_up64(g->kh * g->kw * (int64_t)ts);
+    } else if (method == I2R_STRIP) {
+        /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
+         * image, so that one column GEMM covers the column of every image in the stack. A
+         * GEMM row (strip row i*sh on) that straddles two blocks is computed and dropped. */
+        s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        s->stack = 1;
+        s->block_rows = s->strip_rows;
+        if (g->oh < STRIP_STACK_BELOW && g->n > 1 && tile_fill(g->oh, g->oh, L->mr) < 0.75) {
+            /* Columns of a few rows fill the register tiles poorly (7 rows: half a 14-row
+             * tile) and stream all the weights for those few rows: stack as many images as
+             * keep the tiles at least 3/4 full. 14-row columns fill the tile exactly and
+             * measured slower stacked. */
+            int64_t per_image = cdiv(s->strip_rows, g->sh);   /* GEMM rows of one block */
+            int64_t most = min64(min64(STRIP_STACK_MAX, g->n),
+                                 max64(1, STRIP_STACK_ROWS / per_image));
+            for (int64_t k = most; k > 1 && s->stack == 1; k--)
+                if (tile_fill(k * g->oh, (k - 1) * per_image + g->oh, L->mr) >= 0.75)
+                    s->stack = k;
+            s->stack = cdiv(g->n, cdiv(g->n, s->stack));   /* even stacks */
+            s->block_rows = per_image * g->sh;
+        }
+        s->stack_rows = (s->stack - 1) * s->block_rows + s->strip_rows;
+        s->gemm_rows = (s->stack - 1) * (s->block_rows / g->sh) + g->oh;
+        int64_t units = cdiv(g->n, s->stack) * L->groups;
+        s->split_oc = !g->nhwc;
+        s->parts = min64(want > units ? cdiv(want, units) : 1,
+                         s->split_oc ? L->npanels : g->ow);
+        s->ntasks = units * s->parts;
+        /* the strip; NCHW: jb output columns transposed into NCHW together and SB input
+         * columns (of each stacked image) transposed out of NCHW together; NHWC stacks: the
+         * column's results, whose valid rows are copied out */
+        s->abytes = round_up64(s->stack_rows * L->kw * L->cg * (int64_t)ts);
+        if (!g->nhwc) {
+            int64_t column = s->gemm_rows * L->ocg * (int64_t)ts;
+            s->jb = max64(JB_MIN, min64(JB, JB_BYTES / column / 8 * 8));
+            s->cbytes = round_up64(s->jb * column);
+        }
+        else if (s->stack > 1)
+            s->cbytes = round_up64(s->gemm_rows * L->ocg * (int64_t)ts);
+        s->thread_bytes = s->abytes + s->cbytes;
+        if (!g->nhwc)
+            s->thread_bytes += round_up64(s->stack * strip_input_rows(g, s->strip_rows) * SB *
+                                          L->cg * (int64_t)ts);
+    } else {
+        /* One GEMM per image's im2row matrix; small images are stacked into GEMMs of up to
+         * STACK_ROWS rows (more rows per pass over the weights); threads get chunks of at
+         * least MIN_ROWS rows where there are enough. */
+        int64_t total = g->n * g->oh * g->ow;
+        int64_t chunk = cdiv(total, max64(1, cdiv(want, L->groups)));
+        chunk = max64(chunk, min64(MIN_ROWS * L->mr, cdiv(total, nthreads)));
+        chunk = min64(chunk, min64(total, max64(g->oh * g->ow, STACK_ROWS)));
+        s->parts = cdiv(total, chunk);
+        s->chunk = chunk = cdiv(total, s->parts);   /* equal chunks: no short last GEMM */
+        s->ntasks = L->groups * s->parts;
+        int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+                        g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+        s->direct = pointwise && g->nhwc;
+        s->pointwise_nchw = pointwise && !g->nhwc && !L->depthwise;
+        s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise;
+        if (s->pointwise_nchw)   /* the pixels packed in NR-wide panels */
+            s->abytes = round_up64(cdiv(chunk, L->nr) * L->nr * L->cg * (int64_t)ts);
+        else if (s->blocked)     /* one A block: MC rows of a K block */
+            s->abytes = round_up64(L->mr * MC_TILES * k_block(L->k) * (int64_t)ts);
+        else if (!s->direct)     /* the chunk's whole im2row matrix */
+            s->abytes = round_up64(chunk * L->k * (int64_t)ts);
+        s->thread_bytes = s->abytes;
+        if (!g->nhwc && !s->pointwise_nchw) {
+            /* the GEMM result before its transpose into NCHW, and the input rows transposed
+             * out of NCHW: blocked, every image the chunk touches; else at most one image */
+            int64_t images = s->blocked ? min64(g->n, cdiv(chunk, g->oh * g->ow) + 1) : 1;
+            s->cbytes = round_up64(chunk * L->ocg * (int64_t)ts);
+            s->thread_bytes += s->cbytes +
+                               round_up64(images * g->h * g->w * L->cg * (int64_t)ts);
+        }
+    }
+    s->threads = min64(nthreads, s->ntasks);
+#ifndef I2R_HAVE_OPENMP
+    s->threads = 1;
+#endif
+    if (s->threads < 1)
+        s->threads = 1;
+}
+
+static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method method,
+                            const schedule *s)
+{
+    int64_t per_image = 0;
+    if (method != I2R_STRIP)
+        return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
+    if (s->plane)
+        return g->n * L->cg * strip_input_rows(g, s->strip_rows) * plane_input_cols(g, s);
+    for (int64_t b = 0; b < s->parts; b++) {
+        int64_t p0, p1, pa, pb, r, q;
+        task_range(s, L, b, g->ow, &p0, &p1, &pa, &pb);
+        if (p0 >= p1) continue;
+        position_to_chain(p0, g->ow, L->col_step, &r, &q);
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t len = (g->ow - r + L->col_step - 1) / L->col_step;
+            per_image += step_new_taps(L, p == p0, q);
+            if (++q == len) { q = 0; r++; }
+        }
+    }
+    return g->n * L->groups * per_image * strip_input_rows(g, s->strip_rows) * L->cg;
+}
+
+/* 1x1 weights are also kept as A rows, for pointwise NCHW. */
+int has_rows(const i2r_layout *L) { return L->kh == 1 && L->kw == 1 && !L->depthwise; }
+
+/* Bytes of the packed weights (rows included) and of the padded bias. */
+void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes)
+{
+    int64_t ts = (int64_t)dtype_size(L->dtype);
+    int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
+    *pbytes = L->groups * L->nrot * rotation_size(L) * ts;
+    if (has_rows(L))
+        *pbytes = round_up64(*pbytes) + L->groups * L->ocg * L->cg * ts;
+    *bbytes = with_bias ? L->groups * bias_width * ts : 0;
+}
+
+int geometry_matches(const i2r_layout *L, const i2r_geom *g)
+{
+    return g->groups == L->conv_groups && g->kh == L->kh && g->kw == L->kw &&
+           g->c == L->cg * L->groups && g->oc == L->ocg * L->groups && g->sw == L->sw &&
+           g->dw == L->dw && g->n > 0 && g->h > 0 && g->w > 0 && g->oh > 0 && g->ow > 0 &&
+           L->cg > 0 && L->ocg > 0;
+}
+
+i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
+                       int nthreads, int rotations, int with_bias, i2r_stats *stats)
+{
+    i2r_layout L;
+    schedule s;
+    int64_t pbytes, bbytes;
+    if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || nthreads < 1)
+        return I2R_EINVAL;
+    make_layout(&L, dtype, isa, g->groups, g->kh, g->kw, g->c / g->groups, g->oc / g->groups,
+                g->sw, g->dw, rotations);
+    if (!geometry_matches(&L, g))
+        return I2R_EINVAL;
+    make_schedule(&s, &L, g, method, nthreads);
+    packed_sizes(&L, with_bias, &pbytes, &bbytes);
+    stats->threads = s.threads;
+    stats->workspace_bytes = s.threads * s.thread_bytes;
+    stats->copied_values = count_copied(&L, g, method, &s);
+    stats->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
+    return I2R_OK;
+}
