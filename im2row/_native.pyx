@@ -22,10 +22,12 @@ cdef extern from "i2r.h" nogil:
         int64_t workspace_bytes, copied_values, threads, packed_bytes
     ctypedef struct i2r_weights:
         pass
+    enum:
+        I2R_PACK_ROTATIONS, I2R_PACK_ROWS_ONLY
     i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                                 const int64_t *wstride, const void *bias, int64_t groups, int64_t kh, int64_t kw,
                                 int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
-                                int rotations, int relu, i2r_weights **out)
+                                int flags, int relu, int nthreads, i2r_weights **out)
     void i2r_free_weights(i2r_weights *w)
     int64_t i2r_packed_bytes(const i2r_weights *w)
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
@@ -96,8 +98,8 @@ def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotati
 
 cdef i2r_status _pack(const floating[::1] weight, tuple strides, int64_t groups, int64_t kh,
                       int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
-                      const floating[::1] bias, bint rotations, bint relu, i2r_isa isa,
-                      i2r_weights **out):
+                      const floating[::1] bias, int flags, bint relu, i2r_isa isa,
+                      int nthreads, i2r_weights **out):
     cdef int64_t ws[5]
     ws[0], ws[1], ws[2], ws[3], ws[4] = strides
     cdef const void *wptr = &weight[0] if weight.shape[0] else NULL
@@ -106,7 +108,7 @@ cdef i2r_status _pack(const floating[::1] weight, tuple strides, int64_t groups,
     cdef i2r_status st
     with nogil:
         st = i2r_pack_weights(dt, isa, wptr, ws, bptr, groups, kh, kw, cg, ocg, sw, dw,
-                              rotations, relu, out)
+                              flags, relu, nthreads, out)
     return st
 
 
@@ -126,7 +128,8 @@ cdef class PackedWeights:
 
     weight: C-contiguous (OC, C/groups, KH, KW) for NCHW or (KH, KW, C/groups, OC) for NHWC,
     read in place; bias: (OC,) or None. rotations: pack a copy per strip rotation (for "i2r");
-    without, only the unrotated copy ("im2row" and "blocked" need no more).
+    without, only the unrotated copy ("im2row" and "blocked" need no more). rows_only: for 1x1
+    weights only what pointwise NCHW runs with. nthreads: threads that pack.
     """
     cdef i2r_weights *w
     cdef readonly str isa
@@ -134,7 +137,7 @@ cdef class PackedWeights:
     cdef readonly bint rotations
 
     def __cinit__(self, weight, str layout, int64_t groups, bias, tuple stride, tuple dilation,
-                  bint rotations, bint relu, str isa):
+                  bint rotations, bint relu, str isa, bint rows_only=False, int nthreads=1):
         cdef int64_t oc, cg, kh, kw
         if layout == "NCHW":
             oc, cg, kh, kw = weight.shape
@@ -147,13 +150,15 @@ cdef class PackedWeights:
         self.isa = isa
         self.rotations = rotations
         self.f64 = weight.dtype.itemsize == 8
+        cdef int flags = ((I2R_PACK_ROTATIONS if rotations else 0) |
+                          (I2R_PACK_ROWS_ONLY if rows_only else 0))
         flat = weight.reshape(-1)
         if self.f64:
             st = _pack[double](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],
-                               dilation[1], bias, rotations, relu, code, &self.w)
+                               dilation[1], bias, flags, relu, code, nthreads, &self.w)
         else:
             st = _pack[float](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],
-                              dilation[1], bias, rotations, relu, code, &self.w)
+                              dilation[1], bias, flags, relu, code, nthreads, &self.w)
         _check(st, "weight packing")
 
     def __dealloc__(self):

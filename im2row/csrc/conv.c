@@ -8,7 +8,6 @@
 
 #define T float
 #define SFX f32
-#define GEMM_FN gemm_f32_fn
 #include "kernels.template.h"
 #include "lowered.template.h"
 #include "strip.template.h"
@@ -16,11 +15,9 @@
 #include "execute.template.h"
 #undef T
 #undef SFX
-#undef GEMM_FN
 
 #define T double
 #define SFX f64
-#define GEMM_FN gemm_f64_fn
 #include "kernels.template.h"
 #include "lowered.template.h"
 #include "strip.template.h"
@@ -28,7 +25,6 @@
 #include "execute.template.h"
 #undef T
 #undef SFX
-#undef GEMM_FN
 
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
                     int debug_nan, const void *x, void *y, i2r_stats *stats)

@@ -17,35 +17,43 @@ i2r_isa i2r_cpu_isa(void)
     return I2R_ISA_GENERIC;
 }
 
-gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype)
+kernels_f32 select_kernels_f32(i2r_isa isa)
 {
-    gemm_kernel k;
-    int f64 = dtype == I2R_F64;
-    k.tr = f64 ? 4 : 8;
-    k.transpose = f64 ? (void *)transpose_f64_4x4_generic : (void *)transpose_f32_8x8_generic;
+    kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, dwconv_f32_generic, dwplane_f32_generic,
+                     transpose_f32_8x8_generic};
 #ifdef I2R_X86
     if (isa >= I2R_ISA_AVX2)   /* AVX instructions only: also right for the AVX-512 level */
-        k.transpose = f64 ? (void *)transpose_f64_4x4_avx2 : (void *)transpose_f32_8x8_avx2;
+        k.transpose = transpose_f32_8x8_avx2;
     if (isa == I2R_ISA_AVX512) {
-        k.mr = 14; k.nr = f64 ? 16 : 32;
-        k.fn = f64 ? (void *)gemm_f64_14x16_avx512 : (void *)gemm_f32_14x32_avx512;
-        k.dwconv = f64 ? (void *)dwconv_f64_avx512 : (void *)dwconv_f32_avx512;
-        k.dwplane = f64 ? (void *)dwplane_f64_avx512 : (void *)dwplane_f32_avx512;
-        return k;
-    }
-    if (isa == I2R_ISA_AVX2) {
-        k.mr = 6; k.nr = f64 ? 8 : 16;
-        k.fn = f64 ? (void *)gemm_f64_6x8_avx2 : (void *)gemm_f32_6x16_avx2;
-        k.dwconv = f64 ? (void *)dwconv_f64_avx2 : (void *)dwconv_f32_avx2;
-        k.dwplane = f64 ? (void *)dwplane_f64_avx2 : (void *)dwplane_f32_avx2;
-        return k;
+        k.mr = 14; k.nr = 32;
+        k.gemm = gemm_f32_14x32_avx512; k.dwconv = dwconv_f32_avx512;
+        k.dwplane = dwplane_f32_avx512;
+    } else if (isa == I2R_ISA_AVX2) {
+        k.mr = 6; k.nr = 16;
+        k.gemm = gemm_f32_6x16_avx2; k.dwconv = dwconv_f32_avx2; k.dwplane = dwplane_f32_avx2;
     }
 #endif
     (void)isa;
-    k.mr = 4; k.nr = f64 ? 8 : 16;
-    k.fn = f64 ? (void *)gemm_f64_4x8_generic : (void *)gemm_f32_4x16_generic;
-    k.dwconv = f64 ? (void *)dwconv_f64_generic : (void *)dwconv_f32_generic;
-    k.dwplane = f64 ? (void *)dwplane_f64_generic : (void *)dwplane_f32_generic;
+    return k;
+}
+
+kernels_f64 select_kernels_f64(i2r_isa isa)
+{
+    kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, dwconv_f64_generic, dwplane_f64_generic,
+                     transpose_f64_4x4_generic};
+#ifdef I2R_X86
+    if (isa >= I2R_ISA_AVX2)
+        k.transpose = transpose_f64_4x4_avx2;
+    if (isa == I2R_ISA_AVX512) {
+        k.mr = 14; k.nr = 16;
+        k.gemm = gemm_f64_14x16_avx512; k.dwconv = dwconv_f64_avx512;
+        k.dwplane = dwplane_f64_avx512;
+    } else if (isa == I2R_ISA_AVX2) {
+        k.mr = 6; k.nr = 8;
+        k.gemm = gemm_f64_6x8_avx2; k.dwconv = dwconv_f64_avx2; k.dwplane = dwplane_f64_avx2;
+    }
+#endif
+    (void)isa;
     return k;
 }
 

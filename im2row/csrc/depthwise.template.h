@@ -1,4 +1,4 @@
-/* Depthwise convolution on NCHW input, one padded channel plane at a time. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* Depthwise convolution on NCHW input, one padded channel plane at a time. Included by conv.c per dtype (T and SFX defined; see driver.h). */
 /* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
  * into the padded plane (its zero borders were written once), then the dwplane microkernel
  * convolves the plane. */
@@ -6,8 +6,7 @@ static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, co
                               const T *x_img, T *y_img, int64_t c0, int64_t c1, T *plane, T *wc)
 {
     const i2r_layout *L = &w->L;
-    void (*dwplane)(size_t, size_t, size_t, size_t, size_t, size_t, size_t, size_t, const T *,
-                    size_t, const T *, T, T *, int) = L->dwplane;
+    const KFN(dwplane) dwplane = L->FN(k).dwplane;
     const int64_t PC = s->plane_cols, rows = strip_input_rows(g, s->strip_rows);
     const int64_t cols = plane_input_cols(g, s), taps = g->kh * g->kw, C = L->cg;
     const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */

@@ -24,6 +24,9 @@
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)   /* per-dtype name: FN(conv) is conv_f32 or conv_f64 */
+#define KFN_(kind, sfx) kind##_##sfx##_fn
+#define KFN_AT(kind, sfx) KFN_(kind, sfx)
+#define KFN(kind) KFN_AT(kind, SFX)   /* per-dtype kernel type: KFN(gemm) is gemm_f32_fn */
 
 enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-NOTES) */
        KC_WHOLE = 1152,   /* ... but K up to this is not split (fewer passes over C) */
@@ -37,8 +40,12 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        STACK_ROWS = 512,  /* I2R_FULL: small images are stacked into GEMMs of this many rows */
        STRIP_STACK_BELOW = 28, /* I2R_STRIP: images with fewer output rows are stacked... */
        STRIP_STACK_ROWS = 112, /* ... into one strip whose column GEMM has about this many rows */
-       STRIP_STACK_MAX = 16 };
+       STRIP_STACK_MAX = 16,
+       MAX_ROTATIONS = 16,
+       PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
+       PACK_TASK_ROWS = 256 }; /* packing: source rows of one threaded task */  /* wider kernels (KW > 16) refill every slot at every column */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
+#define PACK_PARALLEL_BYTES ((int64_t)1 << 20)   /* packing more than this is threaded */
 #define JB_BYTES ((int64_t)1 << 20)
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
@@ -52,16 +59,13 @@ typedef struct {
     int64_t conv_groups;   /* groups of the convolution (== groups unless depthwise) */
     int depthwise;
     int64_t k;             /* kh*kw*cg */
-    int64_t mr, nr, npanels;
+    int64_t mr, nr, npanels;  /* register tile of the dtype's GEMM; NR-wide weight panels */
     int64_t col_step;      /* t */
     int64_t rot_step;      /* m, or 0 when consecutive columns share no tap */
     int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
     int64_t nrot;          /* rotations packed */
-    void *fn;              /* GEMM microkernel */
-    void *dwconv;          /* depthwise microkernel */
-    void *dwplane;         /* depthwise NCHW-plane microkernel */
-    int64_t tr;            /* transpose tile */
-    void *transpose;       /* transpose microkernel */
+    kernels_f32 k_f32;     /* the kernels, of the layout's dtype only */
+    kernels_f64 k_f64;
 } i2r_layout;
 
 struct i2r_weights {
@@ -69,7 +73,9 @@ struct i2r_weights {
     int relu;
     void *packed;          /* [G][nrot][npanels][K][NR] */
     void *bias;            /* [G][npanels*NR], or NULL */
+    int64_t packed_capacity, bias_capacity;   /* their blocks' sizes (buffer_alloc) */
     void *rows;            /* 1x1 only: [G][OCg][Cg], the A operand of pointwise NCHW */
+    int has_panels;        /* packed holds the panels (not with I2R_PACK_ROWS_ONLY) */
     int64_t packed_bytes;
 };
 
@@ -91,10 +97,6 @@ static inline size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(doub
 /* Scratch is 64-byte aligned and rounded up to whole cache lines. */
 static inline int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
 
-static inline void *alloc64(int64_t bytes)
-{
-    return bytes > 0 ? aligned_alloc(64, (size_t)round_up64(bytes)) : NULL;
-}
 
 /* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
 static inline int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
@@ -191,13 +193,20 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
     return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
 }
 
+/* buffers.c: 64-byte aligned blocks of at least `bytes` (NULL for 0); *capacity receives
+ * the block's size, which buffer_free takes back. */
+void *buffer_alloc(int64_t bytes, int64_t *capacity);
+void buffer_free(void *p, int64_t capacity);
+
 /* plan.c */
 void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t kh,
                  int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int rotations);
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
                    int nthreads);
 int has_rows(const i2r_layout *L);
-void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes);
+int64_t panel_bytes(const i2r_layout *L);
+void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
+                  int64_t *bbytes);
 int geometry_matches(const i2r_layout *L, const i2r_geom *g);
 
 #endif

@@ -1,4 +1,4 @@
-/* The executor: per-thread scratch and the task loop of one call. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* The executor: per-thread scratch and the task loop of one call. Included by conv.c per dtype (T and SFX defined; see driver.h). */
 /* Fresh thread scratch: zero the strip's padding rows (never written later); with debug_nan
  * fill everything else with NaN so a read of a slot or row not yet written shows. */
 static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const schedule *s,
@@ -44,6 +44,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     T *y = (T *)yv;
     schedule s;
     make_schedule(&s, L, g, method, nthreads);
+    if (s.pointwise_nchw ? !w->rows : !w->has_panels)   /* packed without what this needs */
+        return I2R_EINVAL;
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t abytes = s.abytes, cbytes = s.cbytes;
     int64_t copied = 0;
@@ -53,7 +55,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
 #pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
 #endif
     {
-        T *scratch = (T *)alloc64(s.thread_bytes);
+        int64_t capacity;
+        T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
         if (s.thread_bytes && !scratch)
             failed = 1;
         else
@@ -92,7 +95,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                         scratch + (abytes + cbytes) / (int64_t)sizeof(T));
             }
         }
-        free(scratch);
+        buffer_free(scratch, capacity);
     }
     if (stats) {
         stats->threads = s.threads;

@@ -37,26 +37,30 @@ enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (D
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 
-typedef struct {
-    int mr, nr;      /* register tile */
-    void *fn;        /* gemm_f32_fn or gemm_f64_fn */
-    void *dwconv;    /* dwconv_f32_fn or dwconv_f64_fn */
-    void *dwplane;   /* dwplane_f32_fn or dwplane_f64_fn */
-    int tr;          /* tile of the transpose kernel: 8 (f32) or 4 (f64) */
-    void *transpose; /* transpose_f32_fn or transpose_f64_fn */
-} gemm_kernel;
-
 /* dst[c*dst_ld + r] = src[r*src_ld + c] for one tr x tr tile (NCHW <-> NHWC-ordered data). */
 typedef void (*transpose_f32_fn)(const float *src, size_t src_ld, float *dst, size_t dst_ld);
 typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
                                  size_t dst_ld);
+
+/* The kernels of one ISA level for one dtype, chosen at run time (cpu_dispatch.c). */
+#define KERNEL_TABLE(T, SFX)                                                                \
+    typedef struct {                                                                        \
+        int mr, nr;                      /* register tile of the GEMM */                    \
+        int tr;                          /* tile of the transpose */                        \
+        gemm_##SFX##_fn gemm;                                                               \
+        dwconv_##SFX##_fn dwconv;                                                           \
+        dwplane_##SFX##_fn dwplane;                                                         \
+        transpose_##SFX##_fn transpose;                                                     \
+    } kernels_##SFX;                                                                        \
+    kernels_##SFX select_kernels_##SFX(i2r_isa isa);
+KERNEL_TABLE(float, f32)
+KERNEL_TABLE(double, f64)
+#undef KERNEL_TABLE
+
 #define TRANSPOSE_DECLARE(name, T) \
     void name(const T *src, size_t src_ld, T *dst, size_t dst_ld)
 TRANSPOSE_DECLARE(transpose_f32_8x8_generic, float);
 TRANSPOSE_DECLARE(transpose_f64_4x4_generic, double);
-
-/* The microkernel of an ISA level and dtype. */
-gemm_kernel gemm_select(i2r_isa isa, i2r_dtype dtype);
 
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \

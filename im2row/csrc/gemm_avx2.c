@@ -1,5 +1,5 @@
 /* AVX2+FMA GEMM microkernels: 6x16 f32 and 6x8 f64 (12 ymm accumulators). The target pragma
- * applies to this file only; gemm_select calls them only on CPUs that have AVX2 and FMA. */
+ * applies to this file only; select_kernels_* return them only on CPUs that have AVX2 and FMA. */
 #include "gemm.h"
 #ifdef I2R_X86
 #pragma GCC target("avx2,fma")

@@ -1,6 +1,6 @@
 /* AVX-512 GEMM microkernels: 14x32 f32 and 14x16 f64 (28 zmm accumulators, no spills; the
  * prototype measured 14x32 at 94-97% of the FMA peak on well-shaped layers). Masked loads and
- * stores handle the OC tail. gemm_select calls them only on CPUs with AVX-512F. */
+ * stores handle the OC tail. select_kernels_* return them only on CPUs with AVX-512F. */
 #include "gemm.h"
 #ifdef I2R_X86
 #pragma GCC target("avx512f")

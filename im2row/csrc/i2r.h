@@ -46,13 +46,21 @@ typedef struct {
 
 typedef struct i2r_weights i2r_weights;   /* opaque */
 
-/* Pack wm (strides wstride, see above) and an optional bias[OC] for one dtype and ISA level. rotations = 0
- * packs only the unrotated copy (all I2R_FULL needs; I2R_STRIP then refills every slot at every
- * column). relu fuses max(x, 0) into the epilogue. *out is freed with i2r_free_weights. */
+/* What i2r_pack_weights packs besides the unrotated panels every method can run with. */
+enum {
+    I2R_PACK_ROTATIONS = 1,   /* a copy per strip rotation: I2R_STRIP then writes only the new
+                                 columns at each step (without, it refills every slot) */
+    I2R_PACK_ROWS_ONLY = 2    /* 1x1 weights: only the A rows of pointwise NCHW (a call that
+                                 needs the panels then fails with I2R_EINVAL) */
+};
+
+/* Pack wm (strides wstride, see above) and an optional bias[OC] for one dtype and ISA level,
+ * with up to nthreads threads; flags as above. relu fuses max(x, 0) into the epilogue. *out is
+ * freed with i2r_free_weights. */
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                             const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
-                            int64_t sw, int64_t dw, int rotations, int relu,
+                            int64_t sw, int64_t dw, int flags, int relu, int nthreads,
                             i2r_weights **out);
 void i2r_free_weights(i2r_weights *w);
 int64_t i2r_packed_bytes(const i2r_weights *w);
@@ -66,6 +74,9 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
  * scratch with NaN first so that a read of an unwritten value shows in y. */
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
                     int debug_nan, const void *x, void *y, i2r_stats *stats);
+
+/* Free the large blocks kept for reuse by later calls (see buffers.c). */
+void i2r_release_buffers(void);
 
 /* The best ISA level this CPU supports (the GEMM microkernels chosen at run time). */
 i2r_isa i2r_cpu_isa(void);

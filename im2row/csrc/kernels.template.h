@@ -1,4 +1,4 @@
-/* The blocked GEMM over the microkernels, and the copies and transposes every method uses. Included by conv.c per dtype (T, SFX, GEMM_FN defined; see driver.h). */
+/* The blocked GEMM over the microkernels, and the copies and transposes every method uses. Included by conv.c per dtype (T and SFX defined; see driver.h). */
 /* Copies of a few channels are frequent (one per strip row, one per im2row tap): below 16
  * values a plain loop beats a call to memcpy/memset (setup.py's -fno-tree-loop-distribute-
  * patterns keeps gcc from turning the loop back into that call). */
@@ -50,7 +50,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                              const i2r_geom *g, const FN(lowering) *low, int64_t low_p0)
 {
     const i2r_layout *L = &w->L;
-    const GEMM_FN ukernel = (GEMM_FN)L->fn;
+    const KFN(gemm) ukernel = L->FN(k).gemm;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
     const int64_t kcs = k_block(seglen);
     for (int64_t s = 0; s < nseg; s++)
@@ -90,8 +90,7 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
                             const T *bpack, const T *bias, T *c, int64_t ldc)
 {
     const i2r_layout *L = &w->L;
-    void (*ukernel)(size_t, size_t, size_t, size_t, size_t, const T *, size_t, const T *,
-                    const T *, T *, size_t, int) = L->dwconv;
+    const KFN(dwconv) ukernel = L->FN(k).dwconv;
     for (int64_t i = 0; i < M; i += DWCONV_ROWS)
         ukernel((size_t)min64(DWCONV_ROWS, M - i), (size_t)L->cg, (size_t)nseg,
                 (size_t)(seglen / L->cg), (size_t)seg_stride, a + i * lda, (size_t)lda, bpack,
@@ -119,8 +118,8 @@ static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int
 static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64_t cols,
                           int64_t src_ld, T *dst, int64_t dst_ld, int64_t dst_step)
 {
-    void (*tile)(const T *, size_t, T *, size_t) = L->transpose;
-    const int64_t TR = L->tr;
+    const KFN(transpose) tile = L->FN(k).transpose;
+    const int64_t TR = L->FN(k).tr;
     const int64_t rfull = dst_step == 1 ? rows / TR * TR : 0, cfull = cols / TR * TR;
     for (int64_t c0 = 0; c0 < cfull; c0 += TR)
         for (int64_t r0 = 0; r0 < rfull; r0 += TR)

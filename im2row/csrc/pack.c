@@ -17,31 +17,40 @@
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                             const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
-                            int64_t sw, int64_t dw, int rotations, int relu, i2r_weights **out)
+                            int64_t sw, int64_t dw, int flags, int relu, int nthreads,
+                            i2r_weights **out)
 {
     i2r_weights *w = calloc(1, sizeof *w);
     int64_t pbytes, bbytes;
     *out = NULL;
     if (!w)
         return I2R_ENOMEM;
-    make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw, rotations);
+    make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw,
+                (flags & I2R_PACK_ROTATIONS) != 0);
+    const int rows = has_rows(&w->L);
     w->relu = relu;
-    packed_sizes(&w->L, bias != NULL, &pbytes, &bbytes);
-    w->packed = alloc64(pbytes);
-    if (has_rows(&w->L))   /* the rows follow the panels in the same allocation */
-        w->rows = (char *)w->packed + round_up64(w->L.groups * w->L.nrot *
-                                                  rotation_size(&w->L) *
-                                                  (int64_t)dtype_size(dtype));
-    w->bias = alloc64(bbytes);
+    w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY));
+    packed_sizes(&w->L, w->has_panels, bias != NULL, &pbytes, &bbytes);
+    w->packed = buffer_alloc(pbytes, &w->packed_capacity);
+    w->bias = buffer_alloc(bbytes, &w->bias_capacity);
     w->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
     if ((pbytes && !w->packed) || (bbytes && !w->bias)) {
         i2r_free_weights(w);
         return I2R_ENOMEM;
     }
-    if (dtype == I2R_F64)
-        pack_weights_f64(&w->L, wm, wstride, bias, w->packed, w->bias, w->rows);
-    else
-        pack_weights_f32(&w->L, wm, wstride, bias, w->packed, w->bias, w->rows);
+    /* the rows follow the panels in the same allocation */
+    void *panels = w->has_panels ? w->packed : NULL;
+    if (rows)
+        w->rows = (char *)w->packed + (w->has_panels ? round_up64(panel_bytes(&w->L)) : 0);
+    if (nthreads < 1)
+        nthreads = 1;
+    i2r_status st = dtype == I2R_F64
+        ? pack_weights_f64(&w->L, wm, wstride, bias, panels, w->bias, w->rows, nthreads)
+        : pack_weights_f32(&w->L, wm, wstride, bias, panels, w->bias, w->rows, nthreads);
+    if (st != I2R_OK) {
+        i2r_free_weights(w);
+        return st;
+    }
     *out = w;
     return I2R_OK;
 }
@@ -49,8 +58,8 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
 void i2r_free_weights(i2r_weights *w)
 {
     if (!w) return;
-    free(w->packed);
-    free(w->bias);
+    buffer_free(w->packed, w->packed_capacity);
+    buffer_free(w->bias, w->bias_capacity);
     free(w);
 }
 

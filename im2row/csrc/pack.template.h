@@ -1,22 +1,106 @@
-/* Weight packing, included by pack.c per dtype (T, SFX defined). */
+/* Weight packing, included by pack.c per dtype (T and SFX defined). The source is read in
+ * place through its strides (i2r.h), in either layout, each value once, and written to every
+ * rotation's copy from that one read. */
 
-/* Packed weights for rotation rot: row k = (kh*KW + slot)*Cg + c of panel p holds
- * w[kh][kw][c][p*NR : p*NR + NR] with slot = (kw + rot) mod KW (zeros past OCg). Depthwise: one
- * (KH*KW, C) block per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c.
- * The source is read in place through its strides (i2r.h), in either layout. */
-static void FN(pack_weights)(const i2r_layout *L, const T *w, const int64_t *ws, const T *bias,
-                             T *packed, T *packed_bias, T *rows)
-{
 #define W_AT(g, kh, kw, c, oc) (w + (g) * ws[0] + (kh) * ws[1] + (kw) * ws[2] + (c) * ws[3] + \
                                 (oc) * ws[4])
+
+/* Row of tap t = kh*KW + kw, channel 0, in rotation r's copy of a panel:
+ * (kh*KW + slot)*Cg with slot = (kw + r*rot_unit) mod KW. */
+static inline int64_t FN(tap_row)(const i2r_layout *L, int64_t t, int64_t r)
+{
+    return (t - t % L->kw + (t % L->kw + r * L->rot_unit) % L->kw) * L->cg;
+}
+
+/* HWIO sources (output channels contiguous), rows [k0, k1) in source order (kh, kw, c) of
+ * every panel and rotation of group g, read once, in memory order: a panel-by-panel walk,
+ * strided through the source, measured 4x slower. Row (kh*KW + slot)*Cg + c of rotation r's
+ * copy of panel p holds w[kh][kw][c][p*NR : p*NR + NR], zeros past OCg. */
+static void FN(pack_rows_hwio)(const i2r_layout *L, const T *w, const int64_t *ws, int64_t g,
+                               int64_t k0, int64_t k1, T *packed)
+{
+    const int64_t NR = L->nr, CG = L->cg, OCG = L->ocg, K = L->k;
+    const int64_t rot_size = L->npanels * K * NR;
+    T *group = packed + g * L->nrot * rot_size;
+    for (int64_t k = k0; k < k1; k++) {
+        const int64_t t = k / CG, c = k % CG;
+        const T *src = W_AT(g, t / L->kw, t % L->kw, c, 0);
+        for (int64_t r = 0; r < L->nrot; r++) {
+            T *dst = group + r * rot_size + (FN(tap_row)(L, t, r) + c) * NR;
+            for (int64_t p = 0; p < L->npanels; p++, dst += K * NR, src += NR) {
+                const int64_t width = min64(NR, OCG - p * NR);
+                if (width == NR) {
+                    for (int64_t i = 0; i < NR; i++)   /* constant trip: vectorised */
+                        dst[i] = src[i];
+                } else {
+                    for (int64_t i = 0; i < NR; i++)
+                        dst[i] = i < width ? src[i] : (T)0;
+                }
+            }
+            src -= L->npanels * NR;
+        }
+    }
+}
+
+/* Other sources (OIHW: each output channel's K values contiguous, in (c, kh, kw) order):
+ * source values [k0, k1) of panel p of group g, every rotation: a transpose, TR x TR tiles at
+ * a time through the ISA's register transpose (rows of the source's memory order in, one row
+ * of TR output channels per source value out, copied to its packed row in each rotation).
+ * tap_rows[r*KH*KW + t] = tap_row(t, r), computed once per call (no division per value). */
+static void FN(pack_values_oihw)(const i2r_layout *L, const T *w, const int64_t *ws,
+                                 const int64_t *tap_rows, int64_t g, int64_t p, int64_t k0,
+                                 int64_t k1, T *packed)
+{
+    const int64_t NR = L->nr, K = L->k, TAPS = L->kh * L->kw, TR = L->FN(k).tr;
+    const int64_t oc0 = p * NR, width = min64(NR, L->ocg - oc0);
+    const int64_t rot_size = L->npanels * K * NR;
+    const int contiguous = ws[2] == 1 && ws[1] == L->kw && ws[3] == TAPS;
+    T *panel = packed + g * L->nrot * rot_size + p * K * NR;
+    T tile[16 * 16];
+    for (int64_t i0 = 0; i0 < NR; i0 += TR) {
+        const int64_t rows = min64(TR, width - i0);   /* output channels of this tile */
+        for (int64_t kb = k0; kb < k1; kb += TR) {
+            const int64_t cols = min64(TR, k1 - kb);
+            if (rows == TR && cols == TR && contiguous) {
+                L->FN(k).transpose(W_AT(g, 0, 0, 0, oc0 + i0) + kb, (size_t)ws[4], tile,
+                                   (size_t)TR);
+            } else {   /* edges, zero columns past OCg, or other strides */
+                for (int64_t j = 0; j < cols; j++) {
+                    const int64_t k = kb + j, c = k / TAPS, t = k % TAPS;
+                    for (int64_t i = 0; i < TR; i++)
+                        tile[j * TR + i] = i < rows
+                            ? *W_AT(g, t / L->kw, t % L->kw, c, oc0 + i0 + i) : (T)0;
+                }
+            }
+            int64_t c = kb / TAPS, t = kb % TAPS;
+            for (int64_t j = 0; j < cols; j++) {
+                for (int64_t r = 0; r < L->nrot; r++) {
+                    T *dst = panel + r * rot_size + (tap_rows[r * TAPS + t] + c) * NR + i0;
+                    for (int64_t i = 0; i < TR; i++)
+                        dst[i] = tile[j * TR + i];
+                }
+                if (++t == TAPS) { t = 0; c++; }
+            }
+        }
+    }
+}
+
+/* Packed weights: [G][nrot][npanels][K][NR] panels (above); depthwise: one (KH*KW, C) block
+ * per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c; 1x1: optionally the
+ * weights as A rows [g][oc][c] for pointwise NCHW; bias padded to whole panels. Panels are
+ * packed by up to nthreads threads when there is enough to share. */
+static i2r_status FN(pack_weights)(const i2r_layout *L, const T *w, const int64_t *ws,
+                                   const T *bias, T *packed, T *packed_bias, T *rows,
+                                   int nthreads)
+{
     const int64_t NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
-    T *dst = packed;
-    if (rows)   /* 1x1: the weights as A rows [g][oc][c], for pointwise NCHW */
+    if (rows)
         for (int64_t g = 0; g < L->groups; g++)
             for (int64_t oc = 0; oc < OCG; oc++)
                 for (int64_t c = 0; c < CG; c++)
                     rows[(g * OCG + oc) * CG + c] = *W_AT(g, 0, 0, c, oc);
     if (L->depthwise) {   /* C groups of one channel: channel c is group c */
+        T *dst = packed;
         for (int64_t ri = 0; ri < L->nrot; ri++)
             for (int64_t kh = 0; kh < L->kh; kh++)
                 for (int64_t slot = 0; slot < KW; slot++, dst += CG) {
@@ -26,31 +110,40 @@ static void FN(pack_weights)(const i2r_layout *L, const T *w, const int64_t *ws,
                 }
         if (bias)
             memcpy(packed_bias, bias, (size_t)CG * sizeof(T));
-        return;
+        return I2R_OK;
     }
-    for (int64_t g = 0; g < L->groups; g++) {
-        for (int64_t ri = 0; ri < L->nrot; ri++) {
-            int64_t rot = ri * L->rot_unit;
-            for (int64_t p = 0; p < L->npanels; p++, dst += L->k * NR) {
-                const int64_t width = min64(NR, OCG - p * NR);
-                for (int64_t kh = 0; kh < L->kh; kh++)
-                    for (int64_t kw = 0; kw < KW; kw++)
-                        for (int64_t c = 0; c < CG; c++) {
-                            T *row = dst + ((kh * KW + (kw + rot) % KW) * CG + c) * NR;
-                            const T *src = W_AT(g, kh, kw, c, p * NR);
-                            if (ws[4] == 1)   /* HWIO: the output channels are contiguous */
-                                memcpy(row, src, (size_t)width * sizeof(T));
-                            else              /* OIHW: gathered */
-                                for (int64_t oc = 0; oc < width; oc++)
-                                    row[oc] = src[oc * ws[4]];
-                            for (int64_t oc = width; oc < NR; oc++)
-                                row[oc] = (T)0;
-                        }
-            }
+    if (packed) {
+        /* tasks of PACK_TASK_ROWS source values: of every panel (HWIO) or of one (OIHW) */
+        const int hwio = ws[4] == 1, TAPS = (int)(L->kh * L->kw);
+        const int64_t per_panel = cdiv(L->k, PACK_TASK_ROWS);
+        const int64_t per_group = hwio ? per_panel : L->npanels * per_panel;
+        const int64_t ntasks = L->groups * per_group;
+        const int64_t bytes = L->groups * L->nrot * rotation_size(L) * (int64_t)sizeof(T);
+        int64_t *tap_rows = hwio ? NULL : malloc((size_t)(L->nrot * TAPS) * sizeof *tap_rows);
+        if (!hwio && !tap_rows)
+            return I2R_ENOMEM;
+        for (int64_t i = 0; !hwio && i < L->nrot * TAPS; i++)
+            tap_rows[i] = FN(tap_row)(L, i % TAPS, i / TAPS);
+        (void)nthreads; (void)bytes;
+#ifdef I2R_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (nthreads > 1 && bytes > PACK_PARALLEL_BYTES) \
+        num_threads(nthreads)
+#endif
+        for (int64_t task = 0; task < ntasks; task++) {
+            int64_t g = task / per_group, i = task % per_group % per_panel;
+            int64_t k0 = i * PACK_TASK_ROWS, k1 = min64(L->k, k0 + PACK_TASK_ROWS);
+            if (hwio)
+                FN(pack_rows_hwio)(L, w, ws, g, k0, k1, packed);
+            else
+                FN(pack_values_oihw)(L, w, ws, tap_rows, g, task % per_group / per_panel, k0,
+                                     k1, packed);
         }
-        if (bias)
+        free(tap_rows);
+    }
+    if (bias)
+        for (int64_t g = 0; g < L->groups; g++)
             for (int64_t j = 0; j < L->npanels * NR; j++)
                 packed_bias[g * L->npanels * NR + j] = j < OCG ? bias[g * OCG + j] : (T)0;
-    }
-#undef W_AT
+    return I2R_OK;
 }
+#undef W_AT

@@ -11,7 +11,6 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
                         int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
                         int rotations)
 {
-    gemm_kernel gk = gemm_select(isa, dtype);
     int64_t g0 = gcd64(sw, dw);
     L->dtype = dtype; L->isa = isa;
     L->conv_groups = groups;
@@ -23,15 +22,21 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
-    L->mr = gk.mr; L->nr = gk.nr; L->fn = gk.fn; L->dwconv = gk.dwconv; L->dwplane = gk.dwplane;
-    L->tr = gk.tr; L->transpose = gk.transpose;
-    L->npanels = L->depthwise ? 1 : (ocg + gk.nr - 1) / gk.nr;
+    if (dtype == I2R_F64) {
+        L->k_f64 = select_kernels_f64(isa);
+        L->mr = L->k_f64.mr; L->nr = L->k_f64.nr;
+    } else {
+        L->k_f32 = select_kernels_f32(isa);
+        L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
+    }
+    L->npanels = L->depthwise ? 1 : (ocg + L->nr - 1) / L->nr;
     L->col_step = dw / g0;
     L->rot_step = sw / g0;
     L->rot_unit = L->rot_step < kw ? gcd64(L->rot_step, kw) : kw;
     int64_t copies_bytes = groups * (kw / L->rot_unit) * rotation_size(L) *
                            (int64_t)dtype_size(dtype);
     if (L->rot_step >= kw || !rotations ||
+        kw / L->rot_unit > MAX_ROTATIONS ||
         (kw / L->rot_unit > 1 && copies_bytes > MAX_ROTATION_BYTES)) {
         /* no tap shared (or no rotated copies): natural column order, full refills */
         L->col_step = 1;
@@ -169,12 +174,20 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
 /* 1x1 weights are also kept as A rows, for pointwise NCHW. */
 int has_rows(const i2r_layout *L) { return L->kh == 1 && L->kw == 1 && !L->depthwise; }
 
-/* Bytes of the packed weights (rows included) and of the padded bias. */
-void packed_sizes(const i2r_layout *L, int with_bias, int64_t *pbytes, int64_t *bbytes)
+/* Bytes of the packed panels (every rotation). */
+int64_t panel_bytes(const i2r_layout *L)
+{
+    return L->groups * L->nrot * rotation_size(L) * (int64_t)dtype_size(L->dtype);
+}
+
+/* Bytes of the packed weights (the panels if packed, the rows of 1x1 weights) and of the
+ * padded bias. */
+void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
+                  int64_t *bbytes)
 {
     int64_t ts = (int64_t)dtype_size(L->dtype);
     int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
-    *pbytes = L->groups * L->nrot * rotation_size(L) * ts;
+    *pbytes = panels ? panel_bytes(L) : 0;
     if (has_rows(L))
         *pbytes = round_up64(*pbytes) + L->groups * L->ocg * L->cg * ts;
     *bbytes = with_bias ? L->groups * bias_width * ts : 0;
@@ -201,7 +214,7 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
     if (!geometry_matches(&L, g))
         return I2R_EINVAL;
     make_schedule(&s, &L, g, method, nthreads);
-    packed_sizes(&L, with_bias, &pbytes, &bbytes);
+    packed_sizes(&L, 1, with_bias, &pbytes, &bbytes);
     stats->threads = s.threads;
     stats->workspace_bytes = s.threads * s.thread_bytes;
     stats->copied_values = count_copied(&L, g, method, &s);

@@ -1,4 +1,4 @@
-/* I2R_STRIP, the reusable im2row strip. Included by conv.c per dtype (T, SFX, GEMM_FN
+/* I2R_STRIP, the reusable im2row strip. Included by conv.c per dtype (T and SFX
  * defined; see driver.h).
  *
  * The strip (method I2R_STRIP), for one image, one group and a run of output columns:
@@ -47,9 +47,9 @@ static const T *FN(input_column)(const i2r_layout *L, const i2r_geom *g, int64_t
          * the inner loop walks down TR planes together, TR constant-stride streams that the
          * hardware prefetcher follows (all Cg planes at once defeat it and the TLB). */
         const T *first = src->x_img + c0 * plane + src->s0;
-        for (int64_t cb = 0; cb < CG; cb += L->tr)
+        for (int64_t cb = 0; cb < CG; cb += L->FN(k).tr)
             for (int64_t h = 0; h < rows; h++)
-                FN(transpose)(L, first + cb * plane + h * g->w, min64(L->tr, CG - cb),
+                FN(transpose)(L, first + cb * plane + h * g->w, min64(L->FN(k).tr, CG - cb),
                               src->s1 - src->s0, plane, src->stage + h * SB * CG + cb, CG, 1);
     }
     *row_stride = SB * CG;
@@ -139,10 +139,10 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
             for (int64_t b = 0; b < nimg; b++) {
                 T *yg = y + (n0 + b) * y_image + group * OCG * plane + j0;
                 const T *rows = cbuf + b * block_gemm_rows * s->jb * OCG;
-                for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->tr)
+                for (int64_t ob = pa * L->nr; ob < oc_end; ob += L->FN(k).tr)
                     for (int64_t oh = 0; oh < g->oh; oh++)
                         FN(transpose)(L, rows + oh * s->jb * OCG + ob, nbuf,
-                                      min64(L->tr, oc_end - ob), OCG,
+                                      min64(L->FN(k).tr, oc_end - ob), OCG,
                                       yg + ob * plane + oh * g->ow, plane, t);
             }
             nbuf = 0;
