@@ -41,7 +41,8 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        STRIP_STACK_BELOW = 28, /* I2R_STRIP: images with fewer output rows are stacked... */
        STRIP_STACK_ROWS = 112, /* ... into one strip whose column GEMM has about this many rows */
        STRIP_STACK_MAX = 16,
-       MAX_ROTATIONS = 16,
+       MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
+       RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
        PACK_TASK_ROWS = 256 }; /* packing: source rows of one threaded task */  /* wider kernels (KW > 16) refill every slot at every column */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
@@ -63,7 +64,8 @@ typedef struct {
     int64_t col_step;      /* t */
     int64_t rot_step;      /* m, or 0 when consecutive columns share no tap */
     int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
-    int64_t nrot;          /* rotations packed */
+    int rotated_copies;    /* a weight copy per rotation (else one, walked by strip_runs) */
+    int64_t nrot;          /* copies packed */
     kernels_f32 k_f32;     /* the kernels, of the layout's dtype only */
     kernels_f64 k_f64;
 } i2r_layout;
@@ -193,6 +195,11 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
     return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
 }
 
+/* A run of K in a GEMM: A values [a, a + len) of each row times packed weight rows
+ * [b, b + len). A strip row's taps sit in rotated slots; walking them as runs in tap order
+ * (kh, kw, c) makes every method sum each pixel's products in the same order. */
+typedef struct { int64_t a, b, len; } k_run;
+
 /* buffers.c: 64-byte aligned blocks of at least `bytes` (NULL for 0); *capacity receives
  * the block's size, which buffer_free takes back. */
 void *buffer_alloc(int64_t bytes, int64_t *capacity);
@@ -204,6 +211,7 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, in
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
                    int nthreads);
 int has_rows(const i2r_layout *L);
+int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *runs);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);

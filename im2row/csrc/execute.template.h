@@ -57,7 +57,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     {
         int64_t capacity;
         T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
-        if (s.thread_bytes && !scratch)
+        k_run *runs = malloc((size_t)(2 * g->kh) * sizeof *runs);   /* strip_runs */
+        if ((s.thread_bytes && !scratch) || !runs)
             failed = 1;
         else
             FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
@@ -82,7 +83,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                     copied += FN(strip_task)(w, g, &s, x, y, group, n0,
                                              min64(s.stack, g->n - n0), p0, p1, pa, pb,
                                              scratch, scratch + abytes / (int64_t)sizeof(T),
-                                             scratch + (abytes + cbytes) / (int64_t)sizeof(T));
+                                             scratch + (abytes + cbytes) / (int64_t)sizeof(T),
+                                             runs);
             } else if (s.pointwise_nchw) {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
@@ -96,6 +98,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
             }
         }
         buffer_free(scratch, capacity);
+        free(runs);
     }
     if (stats) {
         stats->threads = s.threads;

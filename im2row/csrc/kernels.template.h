@@ -35,45 +35,49 @@ typedef struct {
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
                             int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a);
 
-/* C[M x OCg] = A[M x K] * B (+ bias, ReLU), A rows at a + i*lda, each row nseg segments of
- * seglen contiguous values seg_stride apart; only the columns of weight panels [pa, pb) of
- * ncols (OCg); accumulate adds to C from the first K block on (C prefilled). With `low`
- * (I2R_BLOCKED) A is not given: each A block is lowered from low->base (rows from pixel low_p0
- * on) into low->abuf just before it is used, so the im2row matrix never exists whole. Blocked as in BLIS: K blocks of <= KC values
- * inside a segment (outermost: the K block of all weight panels stays in L2 while every row
- * block passes), M blocks of MC_TILES register tiles (A block in L1/L2, reused by every
- * panel), then NR panels and MR tiles; the register tile accumulates in C across K blocks. */
+/* C[M x OCg] = A[M x K] * B (+ bias, ReLU): A rows at a + i*lda, B the packed panels. K is
+ * walked as nruns runs (see k_run): run r multiplies A values [a + run.a, + run.len) of each
+ * row with weight rows [run.b, + run.len), in order, so that the sum over K runs in the order
+ * the runs give. Only the columns of weight panels [pa, pb) of ncols (OCg); accumulate adds
+ * to C from the first K block on (C prefilled). With `low` (I2R_BLOCKED) A is not given: each
+ * A block is lowered from low->base (rows from pixel low_p0 on) into low->abuf just before it
+ * is used, so the im2row matrix never exists whole (then one run of all K). Blocked as in
+ * BLIS: K blocks of <= KC values inside a run (outermost: the K block of all weight panels
+ * stays in L2 while every row block passes), M blocks of MC_TILES register tiles (A block in
+ * L1/L2, reused by every panel), then NR panels and MR tiles; the register tile accumulates
+ * in C across K blocks and runs. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
-                             int64_t nseg, int64_t seglen, int64_t seg_stride,
-                             const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
-                             int64_t pb, int64_t ncols, int accumulate,
-                             const i2r_geom *g, const FN(lowering) *low, int64_t low_p0)
+                             const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
+                             T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
+                             int accumulate, const i2r_geom *g, const FN(lowering) *low,
+                             int64_t low_p0)
 {
     const i2r_layout *L = &w->L;
     const KFN(gemm) ukernel = L->FN(k).gemm;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
-    const int64_t kcs = k_block(seglen);
-    for (int64_t s = 0; s < nseg; s++)
-        for (int64_t k0 = 0; k0 < seglen; k0 += kcs) {
-            int64_t kc = seglen - k0 < kcs ? seglen - k0 : kcs;
-            int first = s == 0 && k0 == 0, last = s == nseg - 1 && k0 + kc == seglen;
+    for (int64_t s = 0; s < nruns; s++) {
+        const k_run run = runs[s];
+        const int64_t kcs = k_block(run.len);
+        for (int64_t k0 = 0; k0 < run.len; k0 += kcs) {
+            int64_t kc = min64(run.len - k0, kcs);
+            int first = s == 0 && k0 == 0, last = s == nruns - 1 && k0 + kc == run.len;
             int flags = (first && !accumulate ? 0 : GEMM_ACCUMULATE) |
                         (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
-                int64_t mc = M - m0 < MC ? M - m0 : MC;
-                const T *ablk = a + m0 * lda + s * seg_stride + k0;
+                int64_t mc = min64(M - m0, MC);
+                const T *ablk = a + m0 * lda + run.a + k0;
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
-                    FN(lower_block)(L, g, low, low_p0 + m0, mc, k0, kc, low->abuf);
+                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, low->abuf);
                     ablk = low->abuf;
                     ald = kc;
                 }
                 for (int64_t p = pa; p < pb; p++) {
-                    int64_t nr = ncols - p * NR < NR ? ncols - p * NR : NR;
-                    const T *bp = bpack + p * K * NR + (s * seglen + k0) * NR;
+                    int64_t nr = min64(ncols - p * NR, NR);
+                    const T *bp = bpack + p * K * NR + (run.b + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
                     for (int64_t i = 0; i < mc; i += MR) {
-                        int64_t mr = mc - i < MR ? mc - i : MR;
+                        int64_t mr = min64(mc - i, MR);
                         ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
                                 (size_t)ald, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
                                 bb, flags);
@@ -81,34 +85,36 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                 }
             }
         }
+    }
 }
 
-/* Depthwise counterpart of gemm_blocked (same arguments): row i of C is the channel-wise
- * product of the KH*KW taps of A row i with the packed (taps, C) weights. */
+/* Depthwise counterpart of gemm_blocked: row i of C is the channel-wise product of the
+ * KH*KW taps of A row i with the packed (taps, C) block bpack. The runs must be of equal
+ * length and equally spaced in A, their weights consecutive (as strip_runs makes them). */
 static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
-                            int64_t nseg, int64_t seglen, int64_t seg_stride,
-                            const T *bpack, const T *bias, T *c, int64_t ldc)
+                            const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
+                            T *c, int64_t ldc)
 {
     const i2r_layout *L = &w->L;
     const KFN(dwconv) ukernel = L->FN(k).dwconv;
+    const int64_t spacing = nruns > 1 ? runs[1].a - runs[0].a : 0;
     for (int64_t i = 0; i < M; i += DWCONV_ROWS)
-        ukernel((size_t)min64(DWCONV_ROWS, M - i), (size_t)L->cg, (size_t)nseg,
-                (size_t)(seglen / L->cg), (size_t)seg_stride, a + i * lda, (size_t)lda, bpack,
-                bias, c + i * ldc, (size_t)ldc, w->relu);
+        ukernel((size_t)min64(DWCONV_ROWS, M - i), (size_t)L->cg, (size_t)nruns,
+                (size_t)(runs[0].len / L->cg), (size_t)spacing, a + i * lda + runs[0].a,
+                (size_t)lda, bpack, bias, c + i * ldc, (size_t)ldc, w->relu);
 }
 
 /* C = A * packed weights (+ bias, ReLU), output channels of panels [pa, pb): the GEMM, or
  * its depthwise counterpart (always all channels: depthwise work is never split by panel). */
 static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
-                         int64_t nseg, int64_t seglen, int64_t seg_stride,
-                         const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
-                         int64_t pb)
+                         const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
+                         T *c, int64_t ldc, int64_t pa, int64_t pb)
 {
     if (w->L.depthwise)
-        FN(dwconv_rows)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc);
+        FN(dwconv_rows)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc);
     else
-        FN(gemm_blocked)(w, M, a, lda, nseg, seglen, seg_stride, bpack, bias, c, ldc, pa, pb,
-                         w->L.ocg, 0, NULL, NULL, 0);
+        FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg, 0,
+                         NULL, NULL, 0);
 }
 
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered
@@ -131,9 +137,12 @@ static void FN(transpose)(const i2r_layout *L, const T *src, int64_t rows, int64
 }
 
 
+/* The packed weights of a group for the strip rotation rot (one copy serves every rotation
+ * unless L->rotated_copies). */
 static const T *FN(rotation_panels)(const struct i2r_weights *w, int64_t group, int64_t rot)
 {
     const i2r_layout *L = &w->L;
-    return (const T *)w->packed + (group * L->nrot + rot / L->rot_unit) * rotation_size(L);
+    const int64_t copy = L->nrot > 1 ? rot / L->rot_unit : 0;
+    return (const T *)w->packed + (group * L->nrot + copy) * rotation_size(L);
 }
 

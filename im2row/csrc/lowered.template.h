@@ -120,11 +120,12 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
     T *c = g->nhwc ? y + p0 * g->oc + group * OCG : cbuf;
     const int64_t ldc = g->nhwc ? g->oc : OCG;
+    const k_run all = {0, 0, L->k};
     if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels, OCG, 0,
+        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, OCG, 0,
                          g, lowp, p0);
     else
-        FN(multiply)(w, M, a, lda, 1, L->k, 0, bpack, bias, c, ldc, 0, L->npanels);
+        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels);
     if (g->nhwc)
         return copied;
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
@@ -167,7 +168,8 @@ static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_ge
             for (int64_t oc = 0; oc < OCG; oc++)
                 for (int64_t j = 0; j < npix; j++)
                     yb[oc * plane + j] = bias[oc];
-        FN(gemm_blocked)(w, OCG, a, CG, 1, CG, 0, panels, NULL, yb, plane, 0, np, npix,
+        const k_run all = {0, 0, CG};
+        FN(gemm_blocked)(w, OCG, a, CG, &all, 1, panels, NULL, yb, plane, 0, np, npix,
                          bias != NULL, NULL, NULL, 0);
         p = end;
     }

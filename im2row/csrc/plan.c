@@ -33,17 +33,51 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->col_step = dw / g0;
     L->rot_step = sw / g0;
     L->rot_unit = L->rot_step < kw ? gcd64(L->rot_step, kw) : kw;
+    /* Taps that consecutive columns share sit in rotated slots. Kernels of few channels,
+     * and depthwise ones, get a weight copy per rotation that matches the slots as they lie
+     * (one K run per column GEMM; the copies are small). Wider ones keep one copy and walk
+     * the slots in tap order (strip_runs): a second K run per kernel row, but no copies to
+     * pack, and the same order of sums as every other method. */
+    L->rotated_copies = L->depthwise || cg < RUN_MIN_CHANNELS;
     int64_t copies_bytes = groups * (kw / L->rot_unit) * rotation_size(L) *
                            (int64_t)dtype_size(dtype);
-    if (L->rot_step >= kw || !rotations ||
-        kw / L->rot_unit > MAX_ROTATIONS ||
-        (kw / L->rot_unit > 1 && copies_bytes > MAX_ROTATION_BYTES)) {
-        /* no tap shared (or no rotated copies): natural column order, full refills */
+    int share = !L->rotated_copies ||
+                (rotations && kw / L->rot_unit <= MAX_ROTATIONS &&
+                 (kw / L->rot_unit == 1 || copies_bytes <= MAX_ROTATION_BYTES));
+    if (L->rot_step >= kw || !share) {
+        /* no tap shared: natural column order, full refills */
         L->col_step = 1;
         L->rot_step = 0;
         L->rot_unit = kw;
     }
-    L->nrot = kw / L->rot_unit;
+    L->nrot = L->rotated_copies ? kw / L->rot_unit : 1;
+}
+
+/* The K runs of a strip column GEMM whose taps sit in slots rotated by rot (tap kw in slot
+ * (kw + rot) mod KW of strip rows of KW*Cg values; kernel row kh dh strip rows down), in tap
+ * order (kh, kw, c): per kernel row, taps [0, KW - rot) from slot rot on, then taps
+ * [KW - rot, KW) from slot 0. Runs that continue each other in A and in the weights are
+ * merged (dh = 1, rot = 0: one run of K). Returns their count, at most 2*KH. */
+int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *runs)
+{
+    const int64_t CG = L->cg, KW = L->kw, row = KW * CG;
+    int64_t n = 0;
+    for (int64_t kh = 0; kh < L->kh; kh++) {
+        const int64_t a = kh * g->dh * row, b = kh * row;
+        const k_run parts[2] = {{a + rot * CG, b, (KW - rot) * CG},
+                                {a, b + (KW - rot) * CG, rot * CG}};
+        for (int i = 0; i < 2; i++) {
+            k_run r = parts[i];
+            if (r.len == 0)
+                continue;
+            if (n && runs[n - 1].a + runs[n - 1].len == r.a &&
+                runs[n - 1].b + runs[n - 1].len == r.b)
+                runs[n - 1].len += r.len;
+            else
+                runs[n++] = r;
+        }
+    }
+    return n;
 }
 
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,

@@ -79,11 +79,12 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
 
 
 /* One strip task: output columns at positions [p0, p1) of images [n0, n0 + nimg) (a stack,
- * see make_schedule), group `group`, output channels of weight panels [pa, pb). */
+ * see make_schedule), group `group`, output channels of weight panels [pa, pb). runs: room
+ * for 2*KH K runs (strip_runs). */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x, T *y, int64_t group, int64_t n0, int64_t nimg,
                               int64_t p0, int64_t p1, int64_t pa, int64_t pb, T *strip,
-                              T *cbuf, T *stage)
+                              T *cbuf, T *stage, k_run *runs)
 {
     const i2r_layout *L = &w->L;
     const int64_t KW = L->kw, CG = L->cg, OCG = L->ocg, t = L->col_step, row = KW * CG;
@@ -113,19 +114,19 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                 strip + b * s->block_rows * row, s->strip_rows,
                                                 (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
-        int64_t nseg = g->dh == 1 ? 1 : g->kh, seglen = g->dh == 1 ? L->k : row;
+        const int64_t nruns = strip_runs(L, g, L->rotated_copies ? 0 : rot, runs);
         if (g->nhwc && s->stack == 1) {   /* straight into the output column */
-            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb);
         } else if (g->nhwc) {   /* stacked: the valid rows of each image to its output */
-            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          cbuf, OCG, pa, pb);
             for (int64_t b = 0; b < nimg; b++)
                 for (int64_t oh = 0; oh < g->oh; oh++)
                     memcpy(y + (n0 + b) * y_image + (oh * g->ow + j) * g->oc + group * OCG,
                            cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
         } else {
-            FN(multiply)(w, M, strip, g->sh * row, nseg, seglen, g->dh * row, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          cbuf + nbuf * OCG, s->jb * OCG, pa, pb);
             if (nbuf++ == 0)
                 j0 = j;
