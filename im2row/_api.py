@@ -9,9 +9,9 @@ import threading
 import numpy as np
 
 from . import _backend
-from ._args import (check_array, check_bias, check_byte_count, check_conv_args,
-                    check_kernel_sizes, check_layout, check_method, check_num_threads,
-                    check_out, check_same_dtype, make_spec, parse_pair, parse_padding, _int)
+from ._args import (check_array, check_bias, check_conv_args, check_layout, check_method,
+                    check_num_threads, check_out, check_same_dtype, make_spec, parse_pair,
+                    parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
                           numpy_chunk)
 
@@ -19,12 +19,6 @@ __version__ = "0.1.0"
 
 COMPILED_METHODS = ("i2r", "im2row", "blocked")
 ACTIVATIONS = (None, "relu")
-# "auto": the strip's column GEMMs have OH rows. Below STRIP_MIN_ROWS rows, or when OH fills
-# the register tiles (MR rows) poorly, GEMMs over whole images' im2row rows (small images
-# stacked), lowered block by block ("blocked"), are faster.
-STRIP_MIN_ROWS = 28
-STRIP_MIN_TILE_FILL = 0.75
-TILE_ROWS = {"generic": 4, "avx2": 6, "avx512": 14}
 
 
 class Conv2d:
@@ -57,7 +51,18 @@ class Conv2d:
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                  layout="NCHW", method="auto", activation=None):
-        op = "Conv2d"
+        self._setup(weight, bias, stride, padding, dilation, groups, layout, method,
+                    activation, "Conv2d", copy=True)
+        if method not in ("numpy", "im2col") and _backend.native is not None:
+            # "i2r" wants a copy of the weights per strip rotation where the kernel is packed
+            # that way (depthwise and few channels); "auto" packs those only when it first
+            # runs "i2r"
+            self._packed = self._pack(method == "i2r", False, _backend.isa(), 1, "Conv2d")
+
+    def _setup(self, weight, bias, stride, padding, dilation, groups, layout, method,
+               activation, op, copy):
+        """Check the arguments that do not depend on the input and keep them. copy: keep a
+        copy of weight and bias (a plan); else read the caller's arrays (one call)."""
         check_layout(layout, op)
         check_method(method, op)
         check_array(weight, "weight", op, (4,))
@@ -83,26 +88,43 @@ class Conv2d:
         self.padding, self.groups, self.layout = padding, groups, layout
         self.method, self.activation = method, activation
         self.dtype = weight.dtype
-        self.weight = np.array(weight, order="C", copy=True)
-        self.weight.flags.writeable = False
-        self.bias = None if bias is None else np.array(bias, copy=True)
+        if copy:
+            self.weight = np.array(weight, order="C", copy=True)
+            self.weight.flags.writeable = False
+            self.bias = None if bias is None else np.array(bias, copy=True)
+        else:
+            self.weight = np.ascontiguousarray(weight)
+            self.bias = None if bias is None else np.ascontiguousarray(bias)
         self.in_channels, self.out_channels = cg * groups, oc
         self.kernel_size = (kh, kw)
         self._packed = None
         self._prepared = {}    # see _prepare
         self._lock = threading.Lock()
-        if method not in ("numpy", "im2col") and _backend.native is not None:
-            check_byte_count(groups * kw * kh * kw * cg * (oc // groups + 64),
-                             weight.dtype.itemsize, "the packed weights", op,
-                             2**62)
-            # "i2r" needs a copy of the weights per strip rotation; the other methods only
-            # the unrotated one. "auto" packs the rotations when it first runs "i2r".
-            self._packed = self._pack(method == "i2r", _backend.isa())
 
-    def _pack(self, rotations, isa):
-        return _backend.native.PackedWeights(
-            self.weight, self.layout, self.groups, self.bias, self.stride, self.dilation,
-            rotations, self.activation == "relu", isa)
+    @classmethod
+    def _one_call(cls, x, weight, bias, stride, padding, dilation, groups, layout, method,
+                  nthreads, op):
+        """A plan for one call on x: the caller's weights read in place (nothing keeps them
+        past the call), packed only as the method chosen for x's shape needs, by nthreads
+        threads."""
+        self = cls.__new__(cls)
+        self._setup(weight, bias, stride, padding, dilation, groups, layout, method, None, op,
+                    copy=False)
+        if method not in ("numpy", "im2col") and _backend.native is not None:
+            spec, chosen, geometry = self._prepare(x.shape, nthreads, op)
+            if chosen in COMPILED_METHODS and spec.n * spec.oc * spec.oh * spec.ow and \
+                    spec.c * spec.h * spec.w:
+                rotations, rows_only = _backend.native.pack_flags(geometry, chosen)
+                self._packed = self._pack(rotations, rows_only, _backend.isa(), nthreads, op)
+        return self
+
+    def _pack(self, rotations, rows_only, isa, nthreads, op):
+        try:
+            return _backend.native.PackedWeights(
+                self.weight, self.layout, self.groups, self.bias, self.stride, self.dilation,
+                rotations, self.activation == "relu", isa, rows_only, nthreads)
+        except _backend.native.SizeError as e:
+            raise ValueError(f"{op}: {e}") from None
 
     def _packed_for(self, method):
         """The packed weights a compiled method runs with (packing the rotations on the
@@ -111,7 +133,7 @@ class Conv2d:
         if method == "i2r" and not packed.rotations:
             with self._lock:
                 if not self._packed.rotations:
-                    self._packed = self._pack(True, self._packed.isa)
+                    self._packed = self._pack(True, False, self._packed.isa, 1, "Conv2d")
                 packed = self._packed
         return packed
 
@@ -128,12 +150,13 @@ class Conv2d:
         if hit is not None:
             return hit
         spec = self._spec(x_shape, op)
-        method = self._resolve(spec)
+        geometry = spec_geometry(spec)
+        method = self._resolve(spec, geometry)
         if method in COMPILED_METHODS:
-            check_kernel_sizes(spec, nthreads, op)
+            check_kernel_sizes(spec, geometry, method, nthreads, op)
         if len(self._prepared) >= 64:   # bounded: plans may see many input sizes
             self._prepared.clear()
-        self._prepared[key] = hit = (spec, method, spec_geometry(spec))
+        self._prepared[key] = hit = (spec, method, geometry)
         return hit
 
     def __call__(self, x, out=None, num_threads=None):
@@ -193,12 +216,12 @@ class Conv2d:
             else:
                 out4 += self.bias
 
-    def _resolve(self, spec):
+    def _resolve(self, spec, geometry):
         if self.method != "auto":
             return self.method
-        if self._packed is None:
+        if _backend.native is None:
             return "numpy"
-        return choose_compiled_method(spec, self._packed.isa)
+        return choose_compiled_method(spec, geometry)
 
     def __repr__(self):
         return (f"Conv2d(in_channels={self.in_channels}, out_channels={self.out_channels}, "
@@ -207,16 +230,21 @@ class Conv2d:
                 f"method={self.method!r}, activation={self.activation!r}, dtype={self.dtype})")
 
 
-def choose_compiled_method(spec, isa):
-    """What "auto" runs when the extension is there: "blocked" for pointwise convolutions (a
-    GEMM on the input itself), else "i2r" unless the column GEMMs would be short or ragged
-    (see STRIP_MIN_ROWS), then "blocked"."""
-    if (spec.kh, spec.kw, spec.stride, spec.padding) == (1, 1, (1, 1), (0, 0, 0, 0)):
-        return "blocked"    # pointwise: a plain GEMM on the input, no lowering at all
-    mr = TILE_ROWS.get(isa, 4)
-    tile_fill = spec.oh / (-(-spec.oh // mr) * mr)
-    strip_ok = spec.oh >= STRIP_MIN_ROWS and tile_fill >= STRIP_MIN_TILE_FILL
-    return "i2r" if strip_ok else "blocked"
+def choose_compiled_method(spec, geometry):
+    """What "auto" runs when the extension is there: the C planner's choice."""
+    return _backend.native.choose_method(geometry, _backend.isa(), spec.dtype.itemsize == 8)
+
+
+def check_kernel_sizes(spec, geometry, method, nthreads, op):
+    """ValueError if a buffer of the compiled call would need 2**62 bytes or more (the C
+    planner sizes them: the same code that allocates them)."""
+    if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
+        return   # nothing to lower: no kernel runs
+    try:
+        _backend.native.predict(geometry, method, nthreads, _backend.isa(),
+                                spec.dtype.itemsize == 8, method == "i2r", True)
+    except _backend.native.SizeError as e:
+        raise ValueError(f"{op}: {e}") from None
 
 
 def spec_geometry(spec):
@@ -275,8 +303,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     op = "conv2d"
     check_method(method, op)
     check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op)
-    check_num_threads(num_threads, op)
-    plan = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, method=method)
+    nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+    plan = Conv2d._one_call(x, weight, bias, stride, padding, dilation, groups, layout, method,
+                            nthreads, op)
     return plan._run(x, out, num_threads, op, (("weight", weight), ("bias", bias)))[0]
 
 
@@ -309,19 +338,19 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     spec = make_spec(shapes[0], shapes[1], dtype, stride, padding, dilation, groups, layout,
                      op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
+    geometry = spec_geometry(spec)
     if method == "auto":
         method = ("numpy" if _backend.native is None
-                  else choose_compiled_method(spec, _backend.isa()))
+                  else choose_compiled_method(spec, geometry))
     itemsize = dtype.itemsize
     if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
         # nothing to lower: the result is empty or bias only, computed without scratch
         return {"workspace": 0, "packed_weights": 0, "copied": 0, "method": method}
     if method in COMPILED_METHODS:
         native = _backend.require_native(method)
-        check_kernel_sizes(spec, nthreads, op)
-        ws, packed, copied = native.predict(spec_geometry(spec), method, nthreads,
-                                            _backend.isa(), itemsize == 8, method == "i2r",
-                                            True)
+        check_kernel_sizes(spec, geometry, method, nthreads, op)
+        ws, packed, copied = native.predict(geometry, method, nthreads, _backend.isa(),
+                                            itemsize == 8, method == "i2r", True)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
     # both NumPy methods write every image's whole im2row (im2col) matrix, "numpy" a chunk

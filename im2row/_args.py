@@ -153,10 +153,8 @@ def check_num_threads(num_threads, op):
     return min(n, MAX_THREADS)
 
 
-# The compiled kernels count sizes in int64 and multiply a few of them together (scratch of
-# all threads, packed copies): every size they may compute is checked against this bound in
-# Python first, with room to spare.
-_KERNEL_MAX_BYTES = 2**62
+# The compiled kernels' own buffers (scratch, packed weights) are sized by the C planner,
+# which saturates its byte counts and refuses sizes past 2**62 (see _api.check_kernel_sizes).
 MAX_THREADS = 1 << 12    # num_threads above this (or above the work items) start no more threads
 _MAX_PARAM = 2**31 - 1   # stride, dilation, padding, groups
 
@@ -165,24 +163,6 @@ def check_byte_count(count, itemsize, what, op, limit=_MAX_BYTES):
     if count * itemsize > limit:
         raise ValueError(f"{op}: {what} would need {count * itemsize} bytes, more than a 64-bit "
                          f"byte count can address")
-
-
-def check_kernel_sizes(spec, nthreads, op):
-    """Upper bounds of every byte count the compiled kernels compute for this call."""
-    g, cg, ocg = spec.groups, spec.cg, spec.ocg
-    hp = spec.h + spec.padding[0] + spec.padding[1]
-    k = spec.kh * spec.kw * cg
-    pixels = spec.n * spec.oh * spec.ow
-    rows = min(pixels, max(spec.oh * spec.ow, 512))
-    per_thread = (hp * spec.kw * cg + (spec.oh + rows) * 16 * (ocg + cg) + rows * k +
-                  spec.h * spec.w * cg + 4096)
-    tasks = spec.n * g * spec.ow + g * pixels
-    itemsize = spec.dtype.itemsize
-    for what, count in (("the packed weights", g * spec.kw * k * (ocg + 64)),
-                        ("the scratch of all threads", min(nthreads, tasks) * per_thread),
-                        ("the values copied into buffers",
-                         spec.n * g * max(spec.ow * spec.kw * spec.h * cg, spec.oh * spec.ow * k))):
-        check_byte_count(count, itemsize, what, op, _KERNEL_MAX_BYTES)
 
 
 def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, op):

@@ -8,7 +8,7 @@ from libc.stdint cimport int64_t
 
 cdef extern from "i2r.h" nogil:
     ctypedef enum i2r_status:
-        I2R_OK, I2R_ENOMEM, I2R_EINVAL
+        I2R_OK, I2R_ENOMEM, I2R_EINVAL, I2R_ETOOBIG
     ctypedef enum i2r_isa:
         I2R_ISA_GENERIC, I2R_ISA_AVX2, I2R_ISA_AVX512
     ctypedef enum i2r_dtype:
@@ -30,6 +30,10 @@ cdef extern from "i2r.h" nogil:
                                 int flags, int relu, int nthreads, i2r_weights **out)
     void i2r_free_weights(i2r_weights *w)
     int64_t i2r_packed_bytes(const i2r_weights *w)
+    int i2r_rotations_ready(const i2r_weights *w)
+    int i2r_pack_flags(i2r_method method, const i2r_geom *g)
+    i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    void i2r_release_buffers()
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
                            int nthreads, int rotations, int with_bias, i2r_stats *stats)
     i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
@@ -75,7 +79,18 @@ cdef void _fill_geom(i2r_geom *g, tuple geom) except *:
      g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc) = geom
 
 
+# the size that saturated, in the planner's terms (i2r_predict); see SizeError
+_LIMIT = 2**62
+
+
+class SizeError(ValueError):
+    """A buffer of the call would need 2**62 bytes or more (the planner refused it)."""
+
+
 cdef _check(i2r_status status, str what):
+    if status == I2R_ETOOBIG:
+        raise SizeError(f"{what} would need at least {_LIMIT} bytes, more than a 64-bit byte "
+                        f"count can address")
     if status == I2R_ENOMEM:
         raise MemoryError(f"im2row: out of memory in {what}")
     if status != I2R_OK:
@@ -86,14 +101,40 @@ cdef _check(i2r_status status, str what):
 def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotations,
             bint with_bias):
     """(workspace bytes, packed-weight bytes, values copied) of one call, without running it.
-    rotations: whether the weights were packed for the strip (see PackedWeights)."""
+    rotations: whether the weights were packed for the strip (see PackedWeights). Raises
+    SizeError when one of them reaches 2**62 bytes."""
     cdef i2r_geom g
     cdef i2r_stats st
     _fill_geom(&g, geom)
-    _check(i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
-                       _method_code(method), nthreads, rotations, with_bias, &st),
-           "predict")
+    status = i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
+                         _method_code(method), nthreads, rotations, with_bias, &st)
+    if status == I2R_ETOOBIG:
+        what = ("the scratch of all threads" if st.workspace_bytes >= _LIMIT else
+                "the packed weights" if st.packed_bytes >= _LIMIT else
+                "the values copied into buffers")
+        _check(status, what)
+    _check(status, "predict")
     return st.workspace_bytes, st.packed_bytes, st.copied_values
+
+
+def choose_method(tuple geom, str isa, bint f64):
+    """The compiled method "auto" runs for this geometry (the C planner's rule)."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    return METHODS[<int>i2r_choose_method(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g)]
+
+
+def pack_flags(tuple geom, str method):
+    """(rotations, rows_only): what PackedWeights must hold for one call of `method`."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    cdef int flags = i2r_pack_flags(_method_code(method), &g)
+    return bool(flags & I2R_PACK_ROTATIONS), bool(flags & I2R_PACK_ROWS_ONLY)
+
+
+def release_buffers():
+    """Free the large scratch blocks the kernels keep for reuse between calls."""
+    i2r_release_buffers()
 
 
 cdef i2r_status _pack(const floating[::1] weight, tuple strides, int64_t groups, int64_t kh,
@@ -134,7 +175,6 @@ cdef class PackedWeights:
     cdef i2r_weights *w
     cdef readonly str isa
     cdef readonly bint f64
-    cdef readonly bint rotations
 
     def __cinit__(self, weight, str layout, int64_t groups, bias, tuple stride, tuple dilation,
                   bint rotations, bint relu, str isa, bint rows_only=False, int nthreads=1):
@@ -148,7 +188,6 @@ cdef class PackedWeights:
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
-        self.rotations = rotations
         self.f64 = weight.dtype.itemsize == 8
         cdef int flags = ((I2R_PACK_ROTATIONS if rotations else 0) |
                           (I2R_PACK_ROWS_ONLY if rows_only else 0))
@@ -159,10 +198,15 @@ cdef class PackedWeights:
         else:
             st = _pack[float](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],
                               dilation[1], bias, flags, relu, code, nthreads, &self.w)
-        _check(st, "weight packing")
+        _check(st, "the packed weights" if st == I2R_ETOOBIG else "weight packing")
 
     def __dealloc__(self):
         i2r_free_weights(self.w)
+
+    @property
+    def rotations(self):
+        """Whether "i2r" runs with these weights as fast as they allow (no repacking)."""
+        return bool(i2r_rotations_ready(self.w))
 
     @property
     def nbytes(self):
@@ -180,5 +224,5 @@ cdef class PackedWeights:
             status = _conv[double](self.w, &g, code, nthreads, debug_nan, x, y, &st)
         else:
             status = _conv[float](self.w, &g, code, nthreads, debug_nan, x, y, &st)
-        _check(status, "conv2d")
+        _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "conv2d")
         return st.workspace_bytes, st.copied_values, st.threads

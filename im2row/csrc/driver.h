@@ -41,6 +41,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        STRIP_STACK_BELOW = 28, /* I2R_STRIP: images with fewer output rows are stacked... */
        STRIP_STACK_ROWS = 112, /* ... into one strip whose column GEMM has about this many rows */
        STRIP_STACK_MAX = 16,
+       STRIP_MIN_ROWS = 28,   /* "auto": the strip needs columns of at least this many rows... */
        MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
@@ -48,6 +49,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
 #define PACK_PARALLEL_BYTES ((int64_t)1 << 20)   /* packing more than this is threaded */
 #define JB_BYTES ((int64_t)1 << 20)
+#define STRIP_MIN_TILE_FILL 0.75   /* ... that fill the register tiles at least this well */
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
  * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
@@ -78,6 +80,7 @@ struct i2r_weights {
     int64_t packed_capacity, bias_capacity;   /* their blocks' sizes (buffer_alloc) */
     void *rows;            /* 1x1 only: [G][OCg][Cg], the A operand of pointwise NCHW */
     int has_panels;        /* packed holds the panels (not with I2R_PACK_ROWS_ONLY) */
+    int rotations_ready;   /* I2R_STRIP runs with no more packing (i2r_rotations_ready) */
     int64_t packed_bytes;
 };
 
@@ -87,14 +90,31 @@ static inline int64_t gcd64(int64_t a, int64_t b)
     return a;
 }
 
-/* Values of one group's packed weights for one rotation. */
-static inline int64_t rotation_size(const i2r_layout *L)
-{
-    return L->depthwise ? L->k : L->npanels * L->k * L->nr;
-}
 
 static inline size_t dtype_size(i2r_dtype d) { return d == I2R_F64 ? sizeof(double) : sizeof(float); }
 
+
+/* Byte counts saturate at SIZE_LIMIT instead of overflowing, so that the planner can report
+ * a geometry too large to run (I2R_ETOOBIG) rather than compute a wrong size. Operands are
+ * non-negative. */
+#define SIZE_LIMIT ((int64_t)1 << 62)
+static inline int64_t mul_sat(int64_t a, int64_t b)
+{
+    return a != 0 && b > SIZE_LIMIT / a ? SIZE_LIMIT : (a * b < SIZE_LIMIT ? a * b : SIZE_LIMIT);
+}
+static inline int64_t add_sat(int64_t a, int64_t b)
+{
+    return a >= SIZE_LIMIT - b ? SIZE_LIMIT : a + b;   /* a, b <= SIZE_LIMIT */
+}
+#define MUL3(a, b, c) mul_sat(mul_sat(a, b), c)
+#define MUL4(a, b, c, d) mul_sat(MUL3(a, b, c), d)
+#define MUL5(a, b, c, d, e) mul_sat(MUL4(a, b, c, d), e)
+
+/* Values of one group's packed weights for one rotation. */
+static inline int64_t rotation_size(const i2r_layout *L)
+{
+    return L->depthwise ? L->k : MUL3(L->npanels, L->k, L->nr);
+}
 
 /* Scratch is 64-byte aligned and rounded up to whole cache lines. */
 static inline int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }

@@ -46,6 +46,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     make_schedule(&s, L, g, method, nthreads);
     if (s.pointwise_nchw ? !w->rows : !w->has_panels)   /* packed without what this needs */
         return I2R_EINVAL;
+    if (s.thread_bytes >= SIZE_LIMIT)   /* i2r_predict says so first */
+        return I2R_ETOOBIG;
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t abytes = s.abytes, cbytes = s.cbytes;
     int64_t copied = 0;

@@ -17,7 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { I2R_OK = 0, I2R_ENOMEM = 1, I2R_EINVAL = 2 } i2r_status;
+/* I2R_ETOOBIG: a buffer of the call would need 2**62 bytes or more (nothing was run). */
+typedef enum { I2R_OK = 0, I2R_ENOMEM = 1, I2R_EINVAL = 2, I2R_ETOOBIG = 3 } i2r_status;
 typedef enum { I2R_ISA_GENERIC = 0, I2R_ISA_AVX2 = 1, I2R_ISA_AVX512 = 2 } i2r_isa;
 typedef enum { I2R_F32 = 0, I2R_F64 = 1 } i2r_dtype;
 /* I2R_STRIP: the reusable im2row strip, one GEMM per output column.
@@ -64,11 +65,21 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                             i2r_weights **out);
 void i2r_free_weights(i2r_weights *w);
 int64_t i2r_packed_bytes(const i2r_weights *w);
+/* 1 if I2R_STRIP gets all it can use from w: packed with I2R_PACK_ROTATIONS, or a layout that
+ * needs no rotated copies (one copy walked in tap order). */
+int i2r_rotations_ready(const i2r_weights *w);
+/* The flags a one-off call of `method` on this geometry needs i2r_pack_weights to pack with
+ * (nothing more). */
+int i2r_pack_flags(i2r_method method, const i2r_geom *g);
 
 /* Scratch, copy counts and packed-weight bytes of one i2r_conv call, without weights and
- * without running it (the same work split as i2r_conv computes them). */
+ * without running it (the same work split as i2r_conv computes them); I2R_ETOOBIG when one
+ * of them reaches 2**62 bytes (the counts are then saturated there). */
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
                        int nthreads, int rotations, int with_bias, i2r_stats *stats);
+
+/* The method "auto" runs for this geometry (the planner's rule; see plan.c). */
+i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 
 /* y = conv(x, w): x and y as in the conventions above, y never aliasing x. debug_nan fills
  * scratch with NaN first so that a read of an unwritten value shows in y. */

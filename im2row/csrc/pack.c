@@ -31,6 +31,11 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
     w->relu = relu;
     w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY));
     packed_sizes(&w->L, w->has_panels, bias != NULL, &pbytes, &bbytes);
+    w->rotations_ready = (flags & I2R_PACK_ROTATIONS) || !w->L.rotated_copies;
+    if (add_sat(round_up64(pbytes), round_up64(bbytes)) >= SIZE_LIMIT) {
+        i2r_free_weights(w);
+        return I2R_ETOOBIG;
+    }
     w->packed = buffer_alloc(pbytes, &w->packed_capacity);
     w->bias = buffer_alloc(bbytes, &w->bias_capacity);
     w->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
@@ -64,3 +69,5 @@ void i2r_free_weights(i2r_weights *w)
 }
 
 int64_t i2r_packed_bytes(const i2r_weights *w) { return w->packed_bytes; }
+
+int i2r_rotations_ready(const i2r_weights *w) { return w->rotations_ready; }

@@ -7,6 +7,13 @@
 /* rotations = 0 packs rotation 0 only (enough for I2R_FULL; a strip then refills all KW slots
  * at every column). Rotations are also dropped when their copies would pass
  * MAX_ROTATION_BYTES (very wide kernels: the packed size grows like KW^2). */
+/* A 1x1, stride-1, unpadded convolution: a GEMM on the input's pixels, no lowering. */
+static int is_pointwise(const i2r_geom *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+           g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+}
+
 void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
                         int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
                         int rotations)
@@ -39,8 +46,8 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
      * the slots in tap order (strip_runs): a second K run per kernel row, but no copies to
      * pack, and the same order of sums as every other method. */
     L->rotated_copies = L->depthwise || cg < RUN_MIN_CHANNELS;
-    int64_t copies_bytes = groups * (kw / L->rot_unit) * rotation_size(L) *
-                           (int64_t)dtype_size(dtype);
+    int64_t copies_bytes = MUL4(groups, kw / L->rot_unit, rotation_size(L),
+                                (int64_t)dtype_size(dtype));
     int share = !L->rotated_copies ||
                 (rotations && kw / L->rot_unit <= MAX_ROTATIONS &&
                  (kw / L->rot_unit == 1 || copies_bytes <= MAX_ROTATION_BYTES));
@@ -83,7 +90,7 @@ int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *r
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           i2r_method method, int nthreads)
 {
-    size_t ts = dtype_size(L->dtype);
+    const int64_t ts = (int64_t)dtype_size(L->dtype);
     memset(s, 0, sizeof *s);
     /* With several threads, aim at TASKS_PER_THREAD times as many tasks as threads (taken
      * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
@@ -98,8 +105,8 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->plane_cols = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
         s->parts = min64(want > g->n ? cdiv(want, g->n) : 1, L->cg);
         s->ntasks = g->n * s->parts;
-        s->thread_bytes = round_up64(s->strip_rows * s->plane_cols * (int64_t)ts) +
-                          round_up64(g->kh * g->kw * (int64_t)ts);
+        s->thread_bytes = add_sat(round_up64(MUL3(s->strip_rows, s->plane_cols, ts)),
+                                  round_up64(MUL3(g->kh, g->kw, ts)));
     } else if (method == I2R_STRIP) {
         /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
          * image, so that one column GEMM covers the column of every image in the stack. A
@@ -131,18 +138,18 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         /* the strip; NCHW: jb output columns transposed into NCHW together and SB input
          * columns (of each stacked image) transposed out of NCHW together; NHWC stacks: the
          * column's results, whose valid rows are copied out */
-        s->abytes = round_up64(s->stack_rows * L->kw * L->cg * (int64_t)ts);
+        s->abytes = round_up64(MUL4(s->stack_rows, L->kw, L->cg, ts));
         if (!g->nhwc) {
-            int64_t column = s->gemm_rows * L->ocg * (int64_t)ts;
+            int64_t column = MUL3(s->gemm_rows, L->ocg, ts);
             s->jb = max64(JB_MIN, min64(JB, JB_BYTES / column / 8 * 8));
-            s->cbytes = round_up64(s->jb * column);
+            s->cbytes = round_up64(mul_sat(s->jb, column));
         }
         else if (s->stack > 1)
-            s->cbytes = round_up64(s->gemm_rows * L->ocg * (int64_t)ts);
-        s->thread_bytes = s->abytes + s->cbytes;
+            s->cbytes = round_up64(MUL3(s->gemm_rows, L->ocg, ts));
+        s->thread_bytes = add_sat(s->abytes, s->cbytes);
         if (!g->nhwc)
-            s->thread_bytes += round_up64(s->stack * strip_input_rows(g, s->strip_rows) * SB *
-                                          L->cg * (int64_t)ts);
+            s->thread_bytes = add_sat(s->thread_bytes, round_up64(MUL5(
+                s->stack, strip_input_rows(g, s->strip_rows), SB, L->cg, ts)));
     } else {
         /* One GEMM per image's im2row matrix; small images are stacked into GEMMs of up to
          * STACK_ROWS rows (more rows per pass over the weights); threads get chunks of at
@@ -154,25 +161,24 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->parts = cdiv(total, chunk);
         s->chunk = chunk = cdiv(total, s->parts);   /* equal chunks: no short last GEMM */
         s->ntasks = L->groups * s->parts;
-        int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
-                        g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+        int pointwise = is_pointwise(g);
         s->direct = pointwise && g->nhwc;
         s->pointwise_nchw = pointwise && !g->nhwc && !L->depthwise;
         s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise;
         if (s->pointwise_nchw)   /* the pixels packed in NR-wide panels */
-            s->abytes = round_up64(cdiv(chunk, L->nr) * L->nr * L->cg * (int64_t)ts);
+            s->abytes = round_up64(MUL4(cdiv(chunk, L->nr), L->nr, L->cg, ts));
         else if (s->blocked)     /* one A block: MC rows of a K block */
-            s->abytes = round_up64(L->mr * MC_TILES * k_block(L->k) * (int64_t)ts);
+            s->abytes = round_up64(MUL4(L->mr, MC_TILES, k_block(L->k), ts));
         else if (!s->direct)     /* the chunk's whole im2row matrix */
-            s->abytes = round_up64(chunk * L->k * (int64_t)ts);
+            s->abytes = round_up64(MUL3(chunk, L->k, ts));
         s->thread_bytes = s->abytes;
         if (!g->nhwc && !s->pointwise_nchw) {
             /* the GEMM result before its transpose into NCHW, and the input rows transposed
              * out of NCHW: blocked, every image the chunk touches; else at most one image */
             int64_t images = s->blocked ? min64(g->n, cdiv(chunk, g->oh * g->ow) + 1) : 1;
-            s->cbytes = round_up64(chunk * L->ocg * (int64_t)ts);
-            s->thread_bytes += s->cbytes +
-                               round_up64(images * g->h * g->w * L->cg * (int64_t)ts);
+            s->cbytes = round_up64(MUL3(chunk, L->ocg, ts));
+            s->thread_bytes = add_sat(add_sat(s->thread_bytes, s->cbytes),
+                                      round_up64(MUL5(images, g->h, g->w, L->cg, ts)));
         }
     }
     s->threads = min64(nthreads, s->ntasks);
@@ -188,9 +194,9 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
 {
     int64_t per_image = 0;
     if (method != I2R_STRIP)
-        return s->direct ? 0 : g->n * L->groups * g->oh * g->ow * L->k;
+        return s->direct ? 0 : MUL5(g->n, L->groups, g->oh, g->ow, L->k);
     if (s->plane)
-        return g->n * L->cg * strip_input_rows(g, s->strip_rows) * plane_input_cols(g, s);
+        return MUL4(g->n, L->cg, strip_input_rows(g, s->strip_rows), plane_input_cols(g, s));
     for (int64_t b = 0; b < s->parts; b++) {
         int64_t p0, p1, pa, pb, r, q;
         task_range(s, L, b, g->ow, &p0, &p1, &pa, &pb);
@@ -202,7 +208,7 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
             if (++q == len) { q = 0; r++; }
         }
     }
-    return g->n * L->groups * per_image * strip_input_rows(g, s->strip_rows) * L->cg;
+    return MUL5(g->n, L->groups, per_image, strip_input_rows(g, s->strip_rows), L->cg);
 }
 
 /* 1x1 weights are also kept as A rows, for pointwise NCHW. */
@@ -211,7 +217,7 @@ int has_rows(const i2r_layout *L) { return L->kh == 1 && L->kw == 1 && !L->depth
 /* Bytes of the packed panels (every rotation). */
 int64_t panel_bytes(const i2r_layout *L)
 {
-    return L->groups * L->nrot * rotation_size(L) * (int64_t)dtype_size(L->dtype);
+    return MUL4(L->groups, L->nrot, rotation_size(L), (int64_t)dtype_size(L->dtype));
 }
 
 /* Bytes of the packed weights (the panels if packed, the rows of 1x1 weights) and of the
@@ -223,8 +229,8 @@ void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbyte
     int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
     *pbytes = panels ? panel_bytes(L) : 0;
     if (has_rows(L))
-        *pbytes = round_up64(*pbytes) + L->groups * L->ocg * L->cg * ts;
-    *bbytes = with_bias ? L->groups * bias_width * ts : 0;
+        *pbytes = add_sat(round_up64(*pbytes), MUL4(L->groups, L->ocg, L->cg, ts));
+    *bbytes = with_bias ? MUL3(L->groups, bias_width, ts) : 0;
 }
 
 int geometry_matches(const i2r_layout *L, const i2r_geom *g)
@@ -250,8 +256,33 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
     make_schedule(&s, &L, g, method, nthreads);
     packed_sizes(&L, 1, with_bias, &pbytes, &bbytes);
     stats->threads = s.threads;
-    stats->workspace_bytes = s.threads * s.thread_bytes;
+    stats->workspace_bytes = mul_sat(s.threads, s.thread_bytes);
     stats->copied_values = count_copied(&L, g, method, &s);
-    stats->packed_bytes = round_up64(pbytes) + round_up64(bbytes);
+    stats->packed_bytes = add_sat(round_up64(pbytes), round_up64(bbytes));
+    if (stats->workspace_bytes >= SIZE_LIMIT || stats->packed_bytes >= SIZE_LIMIT ||
+        mul_sat(stats->copied_values, (int64_t)dtype_size(dtype)) >= SIZE_LIMIT)
+        return I2R_ETOOBIG;
     return I2R_OK;
+}
+
+
+int i2r_pack_flags(i2r_method method, const i2r_geom *g)
+{
+    int depthwise = g->groups > 1 && g->c == g->groups && g->oc == g->groups;
+    if (method == I2R_STRIP)
+        return I2R_PACK_ROTATIONS;
+    return is_pointwise(g) && !g->nhwc && !depthwise ? I2R_PACK_ROWS_ONLY : 0;
+}
+
+/* "auto": the strip when its column GEMMs are long and fill the register tiles (OH rows
+ * each); else the im2row matrix lowered block by block (short columns would leave the tiles
+ * half empty and stream every weight once per column), and always for pointwise layers,
+ * which are a GEMM on the input itself. */
+i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+{
+    int64_t mr = dtype == I2R_F64 ? select_kernels_f64(isa).mr : select_kernels_f32(isa).mr;
+    if (is_pointwise(g))
+        return I2R_BLOCKED;
+    return g->oh >= STRIP_MIN_ROWS && tile_fill(g->oh, g->oh, mr) >= STRIP_MIN_TILE_FILL
+        ? I2R_STRIP : I2R_BLOCKED;
 }
