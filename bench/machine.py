@@ -74,20 +74,20 @@ def openblas_kernel(pools):
 
 def library_versions(torch):
     versions = {"python": sys.version.split()[0], "numpy": np.__version__,
-                "im2row": im2row.__version__, "torch": None, "threadpoolctl": None,
-                "matplotlib": None}
+                "im2row": im2row.__version__, "torch": None, "onnxruntime": None, "onnx": None,
+                "threadpoolctl": None, "matplotlib": None}
     if torch is not None:
         versions["torch"] = torch.__version__
-    for name in ("threadpoolctl", "matplotlib"):
+    for name in ("onnxruntime", "onnx", "threadpoolctl", "matplotlib"):
         try:
             module = __import__(name)
             versions[name] = getattr(module, "__version__", "?")
-        except ImportError:
+        except Exception:      # missing or broken: recorded as None
             pass
     return versions
 
 
-def describe_machine(torch, torch_note):
+def describe_machine(torch, torch_note, onnx_note=None):
     pools = threadpools()
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -104,6 +104,7 @@ def describe_machine(torch, torch_note):
         "threadpools": pools,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "torch_note": torch_note,
+        "onnx_note": onnx_note,
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     if torch is not None:
