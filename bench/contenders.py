@@ -87,8 +87,12 @@ class Case:
         return self._weight_hwio
 
     def out_buffer(self, layout):
+        """The shared output of a layout, NaN-filled when made: its pages are touched before
+        any contender runs (so the first one does not pay their page faults), and an element
+        a contender fails to write shows in the check."""
         if layout not in self._out:
-            self._out[layout] = np.empty(self.layer.output_shape(self.n, layout), np.float32)
+            self._out[layout] = np.full(self.layer.output_shape(self.n, layout), np.nan,
+                                        np.float32)
         return self._out[layout]
 
     def x_nchw_view(self):
@@ -104,8 +108,15 @@ class Case:
             self._check_index = self._sample_index()
             self._reference = reference_outputs(self, self._check_index)
         got = result_nchw[self._check_index].astype(np.float64)
+        if not np.isfinite(got).all():       # NaN: an element was not written
+            return math.inf
         scale = max(float(np.abs(self._reference).max()), 1e-30)
         return float(np.abs(got - self._reference).max()) / scale
+
+    def poison_outputs(self):
+        """Refill the shared outputs with NaN, so the next contender's result is its own."""
+        for out in self._out.values():
+            out.fill(np.nan)
 
     def _sample_index(self):
         shape = self.layer.output_shape(self.n, "NCHW")

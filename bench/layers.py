@@ -400,13 +400,21 @@ QUICK_NAMES = (
     "inc_6b_7x1_128_192_17",         # 7x1
     "alex_c2_5x5_64_192_27",         # 5x5
     "alex_c1_11x11s4_3_64_224",      # 11x11 stride 4
-    "sr_espcn_5x5_1_64_360x640",     # wide map, 1 input channel
     "sr_edsr_3x3_3_64_180x320",      # wide map, 3 input channels
     "unet_pad_3x3_64_256",           # wide map, 64 channels (N=8 is over --quick's size cap)
 )
 
 SUITES = {"nets": NETWORK_SUITE, "classic": CLASSIC_SUITE}
 SUITE = NETWORK_SUITE
+
+
+def all_named_layers():
+    """Every suite's layers, each name once (for --layers)."""
+    named = {}
+    for suite in SUITES.values():
+        for layer in suite:
+            named.setdefault(layer.name, layer)
+    return list(named.values())
 
 
 def quick_layers(suite_name):

@@ -63,11 +63,13 @@ class ConvBN:
     def conv_kwargs(self):
         return dict(stride=self.stride, padding=self.padding, groups=self.groups)
 
+    def out_hw(self, h, w):
+        return tuple((size + 2 * self.padding - self.k) // self.stride + 1 for size in (h, w))
+
     def flops(self, n, h, w):
-        """FLOPs on an (n, C, h, w) input, and the output size."""
-        oh = (h + 2 * self.padding - self.k) // self.stride + 1
-        ow = (w + 2 * self.padding - self.k) // self.stride + 1
-        return 2 * n * self.oc * oh * ow * (self.c // self.groups) * self.k * self.k, oh, ow
+        """FLOPs on an (n, C, h, w) input."""
+        oh, ow = self.out_hw(h, w)
+        return 2 * n * self.oc * oh * ow * (self.c // self.groups) * self.k * self.k
 
 
 @dataclass
@@ -91,26 +93,26 @@ class Network:
     fc_bias: np.ndarray
     convs: list = field(default_factory=list)
 
-    def conv_flops(self, n, size):
-        """FLOPs of every convolution for an n x 3 x size x size input."""
-        total, (h, w) = 0, (size, size)
-
-        def run(conv, h, w):
-            nonlocal total
-            flops, oh, ow = conv.flops(n, h, w)
-            total += flops
-            return oh, ow
-        h, w = run(self.stem, h, w)
+    def conv_inputs(self, size):
+        """(conv, H, W) of every convolution, in order, for a size x size input."""
+        h = w = size
+        yield self.stem, h, w
+        h, w = self.stem.out_hw(h, w)
         if self.stem_pool:
             h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
         for block in self.blocks:
             if block.shortcut is not None:
-                run(block.shortcut, h, w)
+                yield block.shortcut, h, w
             for conv in block.convs:
-                h, w = run(conv, h, w)
+                yield conv, h, w
+                h, w = conv.out_hw(h, w)
         for conv in self.head:
-            h, w = run(conv, h, w)
-        return total
+            yield conv, h, w
+            h, w = conv.out_hw(h, w)
+
+    def conv_flops(self, n, size):
+        """FLOPs of every convolution for an n x 3 x size x size input."""
+        return sum(conv.flops(n, h, w) for conv, h, w in self.conv_inputs(size))
 
 
 class _Maker:

@@ -211,7 +211,7 @@ def settings_from_args(args, parser):
         if mode == "smoke":
             base = layer_defs.SMOKE_SUITE
         elif args.layers:      # a named subset may come from any suite
-            base = layer_defs.distinct(layer_defs.NETWORK_SUITE + layer_defs.CLASSIC_SUITE)[0]
+            base = layer_defs.all_named_layers()
         elif mode == "quick":
             base = layer_defs.quick_layers(suite)
         else:
@@ -246,8 +246,8 @@ def settings_from_args(args, parser):
         "run_gemm": mode == "smoke" or args.gemm,
         "run_networks": mode == "smoke" or args.networks,
         "network_names": names,
-        "network_batches": (int_list(args.batch, "--batch", parser) if args.batch or
-                            not d["net_batch"] else int_list(d["net_batch"], "batch", parser)),
+        "network_batches": int_list(args.batch or d["net_batch"] or d["batch"], "--batch",
+                                    parser),
         "network_size": d["net_size"], "network_width": d["net_width"],
         "network_rounds": args.rounds or d["net_rounds"],
         "budget_s": budget_min * 60 if budget_min else None,

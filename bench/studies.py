@@ -96,6 +96,7 @@ def _predicted(contender, case, threads):
 def _first_call(contender, case, threads, options, entry, with_memory):
     """Build the runner, make its first call (checked against the reference; with
     ``with_memory`` it also measures memory) and estimate the time of one call."""
+    case.poison_outputs()
     runner = contender.runner(case, threads)
     entry["memory"], call_s = timed(lambda: runner.first_call(with_memory))
     result = runner.take_result_nchw()
