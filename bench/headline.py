@@ -7,6 +7,7 @@ whole networks' ratios (against the same network with torch.nn.functional.conv2d
 torch.nn modules) and the measured FMA peak.
 """
 import math
+import statistics
 from collections import Counter, defaultdict
 
 from contenders import PEER_KINDS
@@ -60,6 +61,33 @@ def suite_summary(blocks):
     return rows, dict(fastest.most_common())
 
 
+def is_gemm_bound(layer):
+    """The issue's GEMM-bound class: 3x3, not grouped, at least 64 input channels."""
+    return (layer["kh"], layer["kw"], layer["groups"]) == (3, 3, 1) and layer["c"] >= 64
+
+
+def peak_summary(blocks, peaks):
+    """[{contender, threads, median_pct, worst_pct, worst_label, layers}]: % of the FMA peak
+    of im2row's contenders on the GEMM-bound layers (every batch size), per thread count."""
+    pct = defaultdict(list)
+    for block in blocks:
+        peak = peaks.get(block["threads"])
+        if block.get("study") != "suite" or not peak or not is_gemm_bound(block["layer"]):
+            continue
+        for name in headline_contenders(block):
+            t = block["contenders"][name]["median_s"]
+            if t:
+                pct[(name, block["threads"])].append(
+                    (100 * block["flops"] / t / 1e9 / peak, f"{block['label']} N={block['n']}"))
+    rows = []
+    for (name, threads), values in sorted(pct.items()):
+        worst, label = min(values)
+        rows.append({"contender": name, "threads": threads, "layers": len(values),
+                     "median_pct": statistics.median(v for v, _ in values),
+                     "worst_pct": worst, "worst_label": label})
+    return rows
+
+
 def network_summary(records):
     """[{network, n, threads, variant, vs_functional, vs_modules}] for im2row's variants."""
     rows = []
@@ -75,11 +103,23 @@ def summarise(result):
     """The headline's numbers (JSON-ready)."""
     suite, fastest = suite_summary(result.get("blocks", []))
     fma = result.get("fma") or {}
+    peaks = {p["threads"]: p["gflops"] for p in fma.get("peak", [])}
     return {"suite": suite, "fastest_peer_counts": fastest,
+            "gemm_bound_peak": peak_summary(result.get("blocks", []), peaks),
             "networks": network_summary(result.get("networks", [])),
             "fma_peak": fma.get("peak", []), "fma_error": fma.get("error"),
             "fma_per_core": [r for r in fma.get("rates", []) if r["threads"] == 1],
             "not_run": len(result.get("not_run", []))}
+
+
+def busy_cores(peaks, expected=0.75):
+    """Warnings where T threads' FMA peak is below ``expected`` x T times one thread's: the
+    cores were not free (other processes), so that thread count's timings are suspect."""
+    one = next((p["gflops"] for p in peaks if p["threads"] == 1), None)
+    return [f"{p['threads']} threads reached only {p['gflops'] / one:.1f}x one thread's FMA "
+            f"peak: the cores were busy (other processes?); {p['threads']}-thread ratios are "
+            f"unreliable" for p in peaks
+            if one and p["threads"] > 1 and p["gflops"] < expected * p["threads"] * one]
 
 
 def _x(value):
@@ -96,6 +136,7 @@ def render_headline(summary):
         total = ", ".join(f"{p['threads']} threads {p['gflops']:.0f}"
                           for p in summary["fma_peak"] if p["threads"] > 1)
         lines.append(f"- FMA peak: {per_core} GFLOP/s per core" + (f"; {total}" if total else ""))
+        lines += [f"- WARNING: {text}" for text in busy_cores(summary["fma_peak"])]
     if summary["suite"]:
         counts = summary["fastest_peer_counts"]
         lines.append("- im2row against the fastest peer per case (its time / im2row's; > 1: "
@@ -118,6 +159,16 @@ def render_headline(summary):
                            f"{_x(r['worst']['ratio'])} {r['worst']['label']}"]
                           if r else ["—", "—"])
             lines.append("| " + " | ".join(cells) + " |")
+    by_threads = defaultdict(list)
+    for r in summary.get("gemm_bound_peak", []):
+        by_threads[r["threads"]].append(r)
+    if by_threads:
+        lines.append("")
+    for threads, rows in sorted(by_threads.items()):
+        lines.append(f"- GEMM-bound layers (3x3, C >= 64; {rows[0]['layers']} cases), % of the "
+                     f"FMA peak at {threads} thread{'s' * (threads > 1)}, median (worst): "
+                     + ", ".join(f"{r['contender']} {r['median_pct']:.0f}% "
+                                 f"({r['worst_pct']:.0f}%)" for r in rows))
     if summary["networks"]:
         lines += ["", "Whole networks (torch F conv2d time / im2row's, torch.nn time / "
                   "im2row's; the faster torch layout):", ""]

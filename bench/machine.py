@@ -87,6 +87,14 @@ def library_versions(torch):
     return versions
 
 
+def load_average():
+    """The 1-minute load average (None where unknown): other processes' use of the cores."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def describe_machine(torch, torch_note, onnx_note=None):
     pools = threadpools()
     info = {
@@ -96,6 +104,7 @@ def describe_machine(torch, torch_note, onnx_note=None):
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cpus_available": available_cpus(),
+        "load_average_at_start": load_average(),
         "im2row_backend": im2row.backend_info(),
         "versions": library_versions(torch),
         "openblas_env_unset": unset_openblas_variables(),

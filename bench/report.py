@@ -125,6 +125,12 @@ def header(machine, config, fma_line=None):
              f"onnxruntime {v.get('onnxruntime') or '—'}, threadpoolctl "
              f"{v['threadpoolctl'] or '—'}, python {v['python']}",
              f"- numpy BLAS: {machine['openblas_kernel']}"]
+    load = machine.get("load_average_at_start")
+    if load is not None:
+        busy = load > 0.75
+        lines.append(f"- load average (1 min) when the run started: {load:.2f}"
+                     + (" — other processes were probably using the CPUs: the timings, the "
+                        "multi-thread ones above all, may be unreliable" if busy else ""))
     if unset:
         lines.append("- removed from this process's environment before numpy loaded OpenBLAS: "
                      + ", ".join(f"{k}={val}" for k, val in unset.items()))

@@ -304,9 +304,12 @@ def entry(kind, seconds, method=None, api=None, baseline=False):
             "baseline": baseline}
 
 
-def synthetic_block(label, n, threads, plan_s, conv2d_s, peers_s):
+def synthetic_block(label, n, threads, plan_s, conv2d_s, peers_s, kernel=3, c=64,
+                    flops=1e9):
     torch_nchw, torch_cl, ort = peers_s
-    return {"study": "suite", "label": label, "n": n, "threads": threads, "contenders": {
+    layer = {"kh": kernel, "kw": kernel, "groups": 1, "c": c}
+    return {"study": "suite", "label": label, "n": n, "threads": threads, "layer": layer,
+            "flops": flops, "contenders": {
         "conv2d NHWC": entry("im2row", conv2d_s, "auto", "conv2d"),
         "plan NHWC": entry("im2row", plan_s, "auto", "plan"),
         "plan i2r NHWC": entry("im2row", 0.001, "i2r", "plan"),          # not in the headline
@@ -345,6 +348,33 @@ def test_headline_geomean_and_worst_layer():
 
     assert by_key[("plan NHWC", 1, 8)]["geomean"] == pytest.approx(4.0)
     assert fastest == {"torch NCHW": 2, "torch channels_last": 1, "onnxruntime NCHW": 1}
+
+
+def test_headline_percent_of_peak_on_gemm_bound_layers():
+    blocks = [
+        # 1 GFLOP each; peak 100 GFLOP/s: plan at 20, 40, 25 ms -> 50%, 25%, 40%
+        synthetic_block("a", 1, 1, 0.020, 0.1, (1, 1, 1)),
+        synthetic_block("b", 8, 1, 0.040, 0.1, (1, 1, 1)),
+        synthetic_block("c", 1, 1, 0.025, 0.1, (1, 1, 1)),
+        synthetic_block("one", 1, 1, 0.001, 0.1, (1, 1, 1), kernel=1),    # 1x1: not counted
+        synthetic_block("few", 1, 1, 0.001, 0.1, (1, 1, 1), c=3),         # C < 64: not counted
+    ]
+    rows = headline.peak_summary(blocks, {1: 100.0})
+    plan = next(r for r in rows if r["contender"] == "plan NHWC")
+    assert plan["layers"] == 3
+    assert plan["median_pct"] == pytest.approx(40.0)
+    assert plan["worst_pct"] == pytest.approx(25.0) and plan["worst_label"] == "b N=8"
+    conv2d = next(r for r in rows if r["contender"] == "conv2d NHWC")
+    assert conv2d["median_pct"] == pytest.approx(10.0)
+    assert headline.peak_summary(blocks, {}) == []          # no FMA peak, no % of it
+
+
+def test_headline_warns_when_the_cores_were_busy():
+    assert headline.busy_cores([{"threads": 1, "gflops": 100.0},
+                                {"threads": 2, "gflops": 190.0}]) == []
+    (warning,) = headline.busy_cores([{"threads": 1, "gflops": 100.0},
+                                      {"threads": 2, "gflops": 110.0}])
+    assert "2 threads reached only 1.1x" in warning
 
 
 def test_headline_renders_briefly():
