@@ -229,7 +229,7 @@ class Conv2dCallRunner:
 def onnx_conv_model(onnx, layer, n, weight, bias):
     """A one-node ONNX model: Conv of an (n, C, H, W) float32 input "x" to "y", the weights
     (OC, C/g, KH, KW) and bias as initializers, the layer's strides, pads, dilations, group."""
-    from onnx import TensorProto, helper, numpy_helper
+    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
     (ph, pw), oshape = layer.padding, layer.output_shape(n, "NCHW")
     inputs, initializers = ["x", "w"], [numpy_helper.from_array(weight, "w")]
     if bias is not None:

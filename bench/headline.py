@@ -184,6 +184,9 @@ def render_headline(summary):
             cells = [f"{_x(by_variant[v]['vs_functional'])} / {_x(by_variant[v]['vs_modules'])}"
                      if v in by_variant else "—" for v in names]
             lines.append(f"| {network} | {n} | {threads} | " + " | ".join(cells) + " |")
+    if not summary["suite"] and not summary["networks"]:
+        lines.append("- nothing to compare: no suite case timed im2row's conv2d or plan (method "
+                     "auto) beside a peer, and no whole network ran")
     if summary["not_run"]:
         lines.append(f"\n{summary['not_run']} case(s) not run (size cap or time budget): see "
                      f"'Not run' above.")

@@ -159,10 +159,10 @@ def build_parser():
     timing.add_argument("--sgemm-size", type=int, help="SGEMM probe size (default 1024; "
                                                        "--quick 512)")
     timing.add_argument("--budget", type=float, metavar="MIN",
-                        help="time budget of the whole run in minutes (default 60; --quick "
-                             "1.5; 0: none): a case that would overrun its share runs fewer "
-                             "rounds (at least 3), and cases are not run once it is spent "
-                             "(listed under 'Not run')")
+                        help="time budget of the suite and --networks in minutes (default "
+                             "60; --quick 1.5; 0: none): a case that would overrun its share "
+                             "runs fewer rounds (at least 3), and cases are not run once it is "
+                             "spent (listed under 'Not run')")
     timing.add_argument("--max-case-gflop", type=float, metavar="G",
                         help="do not run a suite case at N > 1 of more GFLOP (default 40; "
                              "--quick 8; 0: no cap); listed under 'Not run'")
@@ -311,12 +311,19 @@ def run_studies(s, peers, control, progress, result, budget):
             result[key].append(record)
 
 
-def case_count(s):
+def budgeted_case_count(s):
+    """Cases under the time budget: the suite's and the networks' (the scaling and GEMM
+    studies have their own size limits)."""
     total = 0
     if s["run_suite"]:
         total += len(s["layers"]) * len(s["batches"]) * len(s["threads"])
     if s["run_networks"]:
         total += len(s["network_names"]) * len(s["network_batches"]) * len(s["threads"])
+    return total
+
+
+def case_count(s):
+    total = budgeted_case_count(s)
     if s["run_scaling"]:
         total += len(s["scaling_sizes"]) * len(s["scaling_threads"])
     if s["run_gemm"]:
@@ -384,7 +391,7 @@ def run(s, args):
                                            max(s["scaling_threads"])),
               "interrupted": False}
     progress = Progress(case_count(s), enabled=not args.quiet)
-    budget = RunBudget(s["budget_s"], case_count(s))
+    budget = RunBudget(s["budget_s"], budgeted_case_count(s))
     no_grad = torch.no_grad() if torch is not None else contextlib.nullcontext()
     try:
         with no_grad:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).parents[1] / "bench"
-pytestmark = pytest.mark.skipif(not (BENCH / "run.py").is_file(),
-                                reason="bench/ is not next to the tests")
+if not (BENCH / "run.py").is_file():
+    pytest.skip("bench/ is not next to the tests", allow_module_level=True)
 sys.path.insert(0, str(BENCH))
 
 import contenders  # noqa: E402
@@ -301,7 +301,7 @@ def test_network_ratios_against_the_faster_torch_layout():
 
 def entry(kind, seconds, method=None, api=None, baseline=False):
     return {"kind": kind, "median_s": seconds, "method": method, "api": api,
-            "baseline": baseline}
+            "baseline": baseline, "skipped": None, "check_error": 0.0, "reps": 1}
 
 
 def synthetic_block(label, n, threads, plan_s, conv2d_s, peers_s, kernel=3, c=64,
@@ -451,6 +451,22 @@ def test_fma_probe_builds_and_runs():
     for isa in isas:
         assert math.isfinite(loops.run(isa, 100))
         assert loops.flops(isa, 100) == 100 * loops.flops_per_iteration[isa]
+
+
+def test_without_a_compiler_the_percent_of_peak_columns_go(monkeypatch):
+    import report
+    monkeypatch.setattr(fma, "find_compiler", lambda: None)
+    record = fma.measure_peak([1, 2], cpu_flags=["avx2", "fma"])
+    assert "no C compiler found" in record["error"] and record["peak"] == []
+    block = synthetic_block("a", 1, 1, 1.0, 2.0, (1.5, 1.2, 1.1))
+    result = {"blocks": [block], "fma": record}
+    lines = report.suite_section([block], report.peaks_by_threads(result))
+    assert lines and not any("% peak" in line for line in lines)
+    assert "no C compiler found" in fma.describe(record)
+    assert "not measured" in "\n".join(headline.render_headline(headline.summarise(result)))
+    with_peak = {"blocks": [block], "fma": {"peak": [{"threads": 1, "gflops": 100.0}]}}
+    assert any("% peak" in line
+               for line in report.suite_section([block], report.peaks_by_threads(with_peak)))
 
 
 def test_fma_combine_keeps_the_best_rate():
