@@ -39,7 +39,8 @@ def find_compiler():
 def cache_path(compiler, source_text):
     """Where the compiled probe lives: one file per (source, compiler)."""
     key = hashlib.sha256((compiler + "\0" + source_text).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"im2row-bench-{os.getuid()}" / f"fma_probe_{key}.so"
+    user = getattr(os, "getuid", lambda: "user")()
+    return Path(tempfile.gettempdir()) / f"im2row-bench-{user}" / f"fma_probe_{key}.so"
 
 
 def build_probe(compiler=None):
@@ -139,7 +140,11 @@ def measure_peak(thread_counts, cpu_flags, seconds=0.1, repeats=3):
         record["error"] = error
         return record
     record["library"] = str(path)
-    loops = FmaLoops(path)
+    try:
+        loops = FmaLoops(path)
+    except (OSError, AttributeError) as exc:     # e.g. a temporary directory mounted noexec
+        record["error"] = f"loading the FMA probe {path} failed ({exc}): FMA peak not measured"
+        return record
     for threads in sorted(set(thread_counts)):
         best = None
         for isa in record["isas"]:
