@@ -1,8 +1,17 @@
 """What is timed: the data of one case, the contenders, and the thread settings.
 
-A *contender* (an im2row method in one layout, or PyTorch in one memory format) makes a
-*runner* for a case: everything the call needs (plan, packed weights, input, preallocated
-output) is built there, outside the timed region, and ``runner()`` is the timed call.
+A *contender* makes a *runner* for a case: everything the call needs is built there, outside
+the timed region, and ``runner()`` is the timed call. The contenders:
+
+* im2row's one-shot call, ``conv2d NCHW`` / ``conv2d NHWC``: ``im2row.conv2d(x, w, b, ...,
+  out=out, num_threads=t)``, which packs the weights on every call (what a new user calls);
+* an im2row plan, ``plan NCHW`` / ``plan NHWC``: an ``im2row.Conv2d`` built once, then called
+  with ``out=`` (``plan <method> <layout>`` for a method other than "auto", --methods);
+* the baseline, ``numpy im2col NCHW``: im2row's "im2col" method, a column matrix times the
+  weights by NumPy's matmul (OpenBLAS);
+* the peers, ``torch NCHW`` / ``torch channels_last`` (torch.nn.functional.conv2d) and
+  ``onnxruntime NCHW`` (a one-node Conv model in an ONNX Runtime session). Every ratio is
+  taken against the fastest peer of the case.
 """
 import math
 import tracemalloc
@@ -17,6 +26,11 @@ import im2row
 IM2ROW_METHODS = ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
 COMPILED = ("i2r", "im2row", "blocked")
 LAYOUTS = ("NHWC", "NCHW")
+APIS = ("conv2d", "plan")       # im2row.conv2d per call, an im2row.Conv2d plan
+BASELINE = ("im2col", "NCHW")   # (method, layout) of the NumPy im2col + matmul baseline
+PEER_KINDS = ("torch", "onnxruntime")
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8             # what opset 17 needs; ONNX Runtime >= 1.10 loads it
 CHECK_SAMPLES = 2048        # output elements checked against a float64 reference
 CHECK_TOLERANCE = 1e-3      # max |error| / max |reference|
 
@@ -73,8 +87,12 @@ class Case:
         return self._weight_hwio
 
     def out_buffer(self, layout):
+        """The shared output of a layout, NaN-filled when made: its pages are touched before
+        any contender runs (so the first one does not pay their page faults), and an element
+        a contender fails to write shows in the check."""
         if layout not in self._out:
-            self._out[layout] = np.empty(self.layer.output_shape(self.n, layout), np.float32)
+            self._out[layout] = np.full(self.layer.output_shape(self.n, layout), np.nan,
+                                        np.float32)
         return self._out[layout]
 
     def x_nchw_view(self):
@@ -90,8 +108,15 @@ class Case:
             self._check_index = self._sample_index()
             self._reference = reference_outputs(self, self._check_index)
         got = result_nchw[self._check_index].astype(np.float64)
+        if not np.isfinite(got).all():       # NaN: an element was not written
+            return math.inf
         scale = max(float(np.abs(self._reference).max()), 1e-30)
         return float(np.abs(got - self._reference).max()) / scale
+
+    def poison_outputs(self):
+        """Refill the shared outputs with NaN, so the next contender's result is its own."""
+        for out in self._out.values():
+            out.fill(np.nan)
 
     def _sample_index(self):
         shape = self.layer.output_shape(self.n, "NCHW")
@@ -139,6 +164,7 @@ def nchw_view(array, layout):
 
 class Im2rowRunner:
     """A call of an im2row.Conv2d plan built once, writing into a preallocated output."""
+    api = "plan"
 
     def __init__(self, method, layout, case, threads):
         layer = case.layer
@@ -175,6 +201,88 @@ class Im2rowRunner:
         finally:
             tracemalloc.stop()
         return {"peak": peak, "copied": None, "source": "tracemalloc", "threads": None}
+
+
+class Conv2dCallRunner:
+    """One im2row.conv2d call (the plan built and the weights packed inside every call),
+    writing into a preallocated output. Its memory is the plan's: not measured again."""
+    api = "conv2d"
+
+    def __init__(self, method, layout, case, threads):
+        self.layout = layout
+        self.x, self.weight, self.bias = case.x(layout), case.weight(layout), case.bias
+        self.out = case.out_buffer(layout)
+        self.kwargs = dict(case.layer.conv_kwargs(), layout=layout, method=method,
+                           out=self.out, num_threads=threads)
+
+    def __call__(self):
+        im2row.conv2d(self.x, self.weight, self.bias, **self.kwargs)
+
+    def first_call(self, measure_memory):
+        self()
+        return None
+
+    def take_result_nchw(self):
+        return nchw_view(self.out, self.layout)
+
+
+def onnx_conv_model(onnx, layer, n, weight, bias):
+    """A one-node ONNX model: Conv of an (n, C, H, W) float32 input "x" to "y", the weights
+    (OC, C/g, KH, KW) and bias as initializers, the layer's strides, pads, dilations, group."""
+    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    (ph, pw), oshape = layer.padding, layer.output_shape(n, "NCHW")
+    inputs, initializers = ["x", "w"], [numpy_helper.from_array(weight, "w")]
+    if bias is not None:
+        inputs.append("b")
+        initializers.append(numpy_helper.from_array(bias, "b"))
+    node = helper.make_node("Conv", inputs, ["y"], kernel_shape=[layer.kh, layer.kw],
+                            strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                            dilations=list(layer.dilation), group=layer.groups)
+    graph = helper.make_graph(
+        [node], layer.name, [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, list(layer.input_shape(n, "NCHW")))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(oshape))], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              producer_name="im2row-bench")
+    model.ir_version = ONNX_IR_VERSION
+    return model
+
+
+def onnx_session(ort, model_bytes, threads):
+    """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread, every
+    graph optimisation on (ORT_ENABLE_ALL: its NCHWc layout transformation included)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3          # errors only
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    """session.run_with_iobinding on the case's NCHW input, into a preallocated output bound
+    once (no allocation and no Python-side conversion per call)."""
+
+    def __init__(self, ort, onnx, case, threads):
+        model = onnx_conv_model(onnx, case.layer, case.n, case.weight("NCHW"), case.bias)
+        self.session = onnx_session(ort, model.SerializeToString(), threads)
+        self.x, self.out = case.x("NCHW"), case.out_buffer("NCHW")
+        self.binding = self.session.io_binding()
+        self.binding.bind_cpu_input("x", self.x)
+        self.binding.bind_output("y", "cpu", 0, np.float32, list(self.out.shape),
+                                 self.out.ctypes.data)
+
+    def __call__(self):
+        self.session.run_with_iobinding(self.binding)
+
+    def first_call(self, measure_memory):
+        """ONNX Runtime's memory is not measured (its allocations are outside tracemalloc)."""
+        self()
+        return None
+
+    def take_result_nchw(self):
+        return self.out
 
 
 class TorchRunner:
@@ -241,14 +349,24 @@ def sgemm_probe(size, seed=1):
 # --- contenders -------------------------------------------------------------------------------
 
 class Im2rowContender:
+    """im2row in one layout: ``api`` "plan" (an im2row.Conv2d built once) or "conv2d" (the
+    one-shot im2row.conv2d). Named 'plan NHWC', 'conv2d NCHW', 'plan i2r NHWC', and the
+    baseline 'numpy im2col NCHW'."""
     kind = "im2row"
 
-    def __init__(self, method, layout):
-        self.method, self.layout = method, layout
-        self.name = f"{method} {layout}"
+    def __init__(self, method, layout, api="plan"):
+        if api not in APIS:
+            raise ValueError(f"api must be one of {APIS}, got {api!r}")
+        self.method, self.layout, self.api = method, layout, api
+        self.baseline = (method, layout) == BASELINE and api == "plan"
+        if self.baseline:
+            self.name = f"numpy {method} {layout}"
+        else:
+            self.name = f"{api} {layout}" if method == "auto" else f"{api} {method} {layout}"
 
     def runner(self, case, threads):
-        return Im2rowRunner(self.method, self.layout, case, threads)
+        runner_class = Im2rowRunner if self.api == "plan" else Conv2dCallRunner
+        return runner_class(self.method, self.layout, case, threads)
 
     def predicted_memory(self, case, threads):
         """im2row.workspace_bytes for this case (computed, nothing allocated)."""
@@ -257,6 +375,22 @@ class Im2rowContender:
                                       layer.weight_shape(self.layout), layout=self.layout,
                                       method=self.method, num_threads=threads,
                                       **layer.conv_kwargs())
+
+
+class OnnxContender:
+    """ONNX Runtime (CPU provider) running a one-node Conv model, NCHW."""
+    kind = "onnxruntime"
+    layout = "NCHW"
+    name = "onnxruntime NCHW"
+
+    def __init__(self, ort, onnx):
+        self.ort, self.onnx = ort, onnx
+
+    def runner(self, case, threads):
+        return OnnxRunner(self.ort, self.onnx, case, threads)
+
+    def predicted_memory(self, case, threads):
+        return None
 
 
 class TorchContender:
@@ -296,10 +430,42 @@ class MatmulContender:
         return None
 
 
-def im2row_contenders(methods=IM2ROW_METHODS, layouts=LAYOUTS):
+def im2row_contenders(methods=IM2ROW_METHODS, layouts=LAYOUTS, apis=("plan",)):
+    """im2row's contenders: every (api, method, layout), the compiled methods only if the
+    extension is there."""
     compiled = im2row.backend_info()["compiled"]
-    return [Im2rowContender(m, lay) for m in methods for lay in layouts
+    return [Im2rowContender(m, lay, api) for api in apis for m in methods for lay in layouts
             if compiled or m not in COMPILED]
+
+
+def suite_im2row_contenders(extra_methods=(), layouts=LAYOUTS, baseline=True):
+    """The layer suite's: conv2d and plan ("auto") in both layouts, plans of
+    ``extra_methods``, and the NumPy im2col + matmul baseline."""
+    contenders = im2row_contenders(("auto",), layouts, APIS)
+    contenders += im2row_contenders([m for m in extra_methods if m != "auto"], layouts)
+    if baseline and not any(c.baseline for c in contenders):
+        contenders.append(Im2rowContender(*BASELINE))
+    return contenders
+
+
+def onnx_contenders(loaded):
+    """[the ONNX Runtime contender], or [] if ``loaded`` (from load_onnxruntime) is None."""
+    return [] if loaded is None else [OnnxContender(*loaded)]
+
+
+def load_onnxruntime():
+    """((onnxruntime, onnx) or None, a note saying why not)."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        return None, (f"ONNX Runtime is not available ({exc.name or exc} missing): its contender "
+                      f"is skipped (pip install .[bench])")
+    except Exception as exc:   # a broken install must not stop the benchmark
+        return None, f"ONNX Runtime failed to import ({exc!r}): its contender is skipped"
+    if "CPUExecutionProvider" not in onnxruntime.get_available_providers():
+        return None, "ONNX Runtime has no CPUExecutionProvider: its contender is skipped"
+    return (onnxruntime, onnx), None
 
 
 def torch_contenders(torch, formats=("NCHW", "channels_last")):

@@ -191,7 +191,9 @@ def _check_geometry(layer, spec):
                     f"the output would be {layer.out_hw[0]}x{layer.out_hw[1]}")
 
 
-SUITE_SPECS = (
+# --- the classic suite: twelve layers, one per kind (--suite classic) ---------------------------
+
+CLASSIC_SPECS = (
     "stem7x7:3,224,64,7x7,2,3",
     "r3x3_56:64,56,64,3x3,1,1",
     "r3x3_28:128,28,128,3x3,1,1",
@@ -205,7 +207,222 @@ SUITE_SPECS = (
     "dw3x3_56:128,56,128,3x3,1,1,groups=128",
     "dil3x3_28:256,28,256,3x3,1,2,dilation=2",
 )
-SUITE = tuple(parse_layer_spec(s) for s in SUITE_SPECS)
+CLASSIC_SUITE = tuple(parse_layer_spec(s) for s in CLASSIC_SPECS)
+
+
+# --- the network suite: every distinct convolution of real networks (the default) ------------
+#
+# ResNet-50, MobileNetV2, EfficientNet-B0 and VGG-16 at their standard 224x224 input, as in
+# torchvision (ResNet-50 v1.5: the stride on the 3x3; EfficientNet's squeeze-and-excitation
+# 1x1 convolutions on 1x1 maps are matrix-vector products and left out), then layers from
+# UNet, YOLO, DeepLab, Inception-v3, AlexNet and super-resolution networks. A convolution is
+# listed once, under the first network that has it (ALSO_IN names the others).
+
+def conv(net, stage, c, h, oc, k, stride=1, padding=None, groups=1, dilation=1, w=None):
+    """A network's convolution, named net_stage_KxK[sS][_dD][_dw]_C[_OC]_H[xW], e.g.
+    rn50_l3_3x3_256_14. ``k`` is an int or (kh, kw); ``padding`` defaults to "same" for odd
+    kernels (k // 2 * dilation), an int or (ph, pw)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    if padding is None:
+        padding = (kh // 2 * dilation, kw // 2 * dilation)
+    elif isinstance(padding, int):
+        padding = (padding, padding)
+    w = w or h
+    name = f"{net}_{stage}_{kh}x{kw}"
+    name += f"s{stride}" if stride > 1 else ""
+    name += f"_d{dilation}" if dilation > 1 else ""
+    depthwise = groups > 1 and groups == c == oc
+    name += "_dw" if depthwise else f"_g{groups}" if groups > 1 else ""
+    name += f"_{c}" + ("" if oc == c else f"_{oc}") + f"_{h}" + ("" if w == h else f"x{w}")
+    layer = Layer(name, c, h, w, oc, kh, kw, (stride, stride), padding, groups,
+                  (dilation, dilation))
+    _check_geometry(layer, name)
+    return layer
+
+
+def resnet50_convs(size=224):
+    """ResNet-50 v1.5: stem, then [3, 4, 6, 3] bottlenecks (1x1, 3x3 with the stride, 1x1,
+    x4 expansion; a 1x1 strided projection on each stage's first block)."""
+    h = size // 4                              # after the stride-2 stem and max pool
+    yield conv("rn50", "stem", 3, size, 64, 7, stride=2)
+    c = 64
+    for stage, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2),
+                                                     (512, 3, 2)), 1):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            yield conv("rn50", f"l{stage}", c, h, width, 1)
+            yield conv("rn50", f"l{stage}", width, h, width, 3, stride=s)
+            if b == 0:
+                yield conv("rn50", f"l{stage}", c, h, width * 4, 1, stride=s, padding=0)
+            h = (h - 1) // s + 1
+            yield conv("rn50", f"l{stage}", width, h, width * 4, 1)
+            c = width * 4
+
+
+def _inverted_residuals(net, size, stem_oc, settings, head_oc):
+    """MobileNetV2 / EfficientNet-B0 bodies: stem 3x3 s2, then per stage (expansion t,
+    kernel k, output channels, repeats, stride): 1x1 expansion (if t > 1), depthwise kxk
+    (stride on the first repeat), 1x1 projection; then a 1x1 head."""
+    h = (size - 1) // 2 + 1
+    yield conv(net, "stem", 3, size, stem_oc, 3, stride=2)
+    c = stem_oc
+    for stage, (t, k, oc, repeats, stride) in enumerate(settings, 1):
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            hidden = c * t
+            if t != 1:
+                yield conv(net, f"b{stage}", c, h, hidden, 1)
+            yield conv(net, f"b{stage}", hidden, h, hidden, k, stride=s, groups=hidden)
+            h = (h + 2 * (k // 2) - k) // s + 1
+            yield conv(net, f"b{stage}", hidden, h, oc, 1)
+            c = oc
+    yield conv(net, "head", c, h, head_oc, 1)
+
+
+def mobilenet_v2_convs(size=224):
+    return _inverted_residuals("mnv2", size, 32, (
+        (1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 3, 32, 3, 2), (6, 3, 64, 4, 2),
+        (6, 3, 96, 3, 1), (6, 3, 160, 3, 2), (6, 3, 320, 1, 1)), 1280)
+
+
+def efficientnet_b0_convs(size=224):
+    return _inverted_residuals("effb0", size, 32, (
+        (1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 80, 3, 2),
+        (6, 5, 112, 3, 1), (6, 5, 192, 4, 2), (6, 3, 320, 1, 1)), 1280)
+
+
+def vgg16_convs(size=224):
+    """VGG-16: 3x3 pad-1 convolutions in five blocks, a 2x2 max pool after each."""
+    c, h = 3, size
+    for block, (width, count) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)),
+                                           1):
+        for _ in range(count):
+            yield conv("vgg16", f"b{block}", c, h, width, 3)
+            c = width
+        h //= 2
+
+
+def other_network_convs():
+    """Layer classes the four networks above lack, from other networks."""
+    return [
+        # UNet (Ronneberger et al.: unpadded 3x3 on a 572x572 tile), and a padded one at 256
+        conv("unet", "e1", 1, 572, 64, 3, padding=0),
+        conv("unet", "e1", 64, 570, 64, 3, padding=0),
+        conv("unet", "e2", 64, 284, 128, 3, padding=0),
+        conv("unet", "e2", 128, 282, 128, 3, padding=0),
+        conv("unet", "pad", 64, 256, 64, 3),
+        conv("unet", "pad", 128, 128, 128, 3),
+        # YOLOv3-style (Darknet-53 at a 416x416 input): stem, 3x3/1x1 pairs and the heads at
+        # 52, 26 and 13
+        conv("yolo", "stem", 3, 416, 32, 3),
+        conv("yolo", "p3", 128, 52, 256, 3),
+        conv("yolo", "p3", 256, 52, 128, 1),
+        conv("yolo", "p3", 256, 52, 255, 1),
+        conv("yolo", "p4", 256, 26, 512, 3),
+        conv("yolo", "p4", 512, 26, 256, 1),
+        conv("yolo", "p5", 512, 13, 1024, 3),
+        conv("yolo", "p5", 1024, 13, 512, 1),
+        conv("yolo", "p5", 1024, 13, 255, 1),
+        # DeepLab-style dilated 3x3 (a dilated backbone at output stride 8, ASPP branches)
+        conv("dl", "os8", 128, 56, 128, 3, dilation=2),
+        conv("dl", "os8", 256, 28, 256, 3, dilation=2),
+        conv("dl", "os8", 512, 28, 512, 3, dilation=4),
+        conv("dl", "aspp", 512, 28, 256, 3, dilation=6),
+        conv("dl", "aspp", 512, 28, 256, 3, dilation=12),
+        # Inception-v3 factorised 7x7 (Mixed_6b..6e, 17x17)
+        conv("inc", "6b", 128, 17, 128, (1, 7)),
+        conv("inc", "6b", 128, 17, 192, (7, 1)),
+        conv("inc", "6b", 128, 17, 128, (7, 1)),
+        conv("inc", "6b", 128, 17, 192, (1, 7)),
+        conv("inc", "6c", 160, 17, 160, (1, 7)),
+        conv("inc", "6c", 160, 17, 192, (7, 1)),
+        conv("inc", "6e", 192, 17, 192, (1, 7)),
+        conv("inc", "6e", 192, 17, 192, (7, 1)),
+        # AlexNet (torchvision)
+        conv("alex", "c1", 3, 224, 64, 11, stride=4, padding=2),
+        conv("alex", "c2", 64, 27, 192, 5, padding=2),
+        # super-resolution on wide maps: ESPCN (x3 to 1080p from 360x640), EDSR (its head and
+        # 64-channel residual blocks on a 180x320 and a 270x480 input)
+        conv("sr", "espcn", 1, 360, 64, 5, w=640),
+        conv("sr", "espcn", 64, 360, 32, 3, w=640),
+        conv("sr", "espcn", 32, 360, 9, 3, w=640),
+        conv("sr", "edsr", 3, 180, 64, 3, w=320),
+        conv("sr", "edsr", 64, 180, 64, 3, w=320),
+        conv("sr", "edsr", 64, 270, 64, 3, w=480),
+    ]
+
+
+def geometry(layer):
+    """Everything but the name: two layers with the same geometry are the same benchmark."""
+    return (layer.c, layer.h, layer.w, layer.oc, layer.kh, layer.kw, layer.stride,
+            layer.padding, layer.groups, layer.dilation)
+
+
+def distinct(layers):
+    """(the layers with each geometry once, first name kept; {kept name: [the others]})."""
+    kept, also_in = {}, {}
+    for layer in layers:
+        key = geometry(layer)
+        if key in kept:
+            if layer.name != kept[key].name:
+                also_in.setdefault(kept[key].name, [])
+                if layer.name not in also_in[kept[key].name]:
+                    also_in[kept[key].name].append(layer.name)
+        else:
+            kept[key] = layer
+    return tuple(kept.values()), also_in
+
+
+NETWORK_CONVS = {
+    "rn50": tuple(resnet50_convs()),
+    "mnv2": tuple(mobilenet_v2_convs()),
+    "effb0": tuple(efficientnet_b0_convs()),
+    "vgg16": tuple(vgg16_convs()),
+}
+NETWORK_SUITE, ALSO_IN = distinct([layer for convs in NETWORK_CONVS.values() for layer in convs]
+                                  + other_network_convs())
+
+# --quick: a sample with every layer class of the network suite
+QUICK_NAMES = (
+    "rn50_stem_7x7s2_3_64_224",      # stem, 3 input channels
+    "mnv2_stem_3x3s2_3_32_224",      # 3x3 stem
+    "rn50_l1_3x3_64_56",             # 3x3, shallow (64 channels)
+    "rn50_l3_3x3_256_14",            # 3x3, deep
+    "rn50_l4_3x3_512_7",             # 3x3, deepest, small map
+    "rn50_l2_3x3s2_128_56",          # 3x3 stride 2
+    "rn50_l1_1x1_256_64_56",         # 1x1 pointwise
+    "mnv2_b2_1x1_24_144_56",         # 1x1 expansion, few input channels
+    "mnv2_b2_3x3_dw_144_56",         # depthwise 3x3
+    "mnv2_b3_3x3s2_dw_144_56",       # depthwise 3x3 stride 2
+    "effb0_b3_5x5_dw_240_28",        # depthwise 5x5
+    "dl_os8_3x3_d2_256_28",          # dilated
+    "inc_6b_1x7_128_17",             # 1x7
+    "inc_6b_7x1_128_192_17",         # 7x1
+    "alex_c2_5x5_64_192_27",         # 5x5
+    "alex_c1_11x11s4_3_64_224",      # 11x11 stride 4
+    "sr_edsr_3x3_3_64_180x320",      # wide map, 3 input channels
+    "unet_pad_3x3_64_256",           # wide map, 64 channels (N=8 is over --quick's size cap)
+)
+
+SUITES = {"nets": NETWORK_SUITE, "classic": CLASSIC_SUITE}
+SUITE = NETWORK_SUITE
+
+
+def all_named_layers():
+    """Every suite's layers, each name once (for --layers)."""
+    named = {}
+    for suite in SUITES.values():
+        for layer in suite:
+            named.setdefault(layer.name, layer)
+    return list(named.values())
+
+
+def quick_layers(suite_name):
+    """--quick's layers: QUICK_NAMES from the network suite; a smaller suite whole."""
+    if suite_name != "nets":
+        return list(SUITES[suite_name])
+    return select_layers(NETWORK_SUITE, ",".join(QUICK_NAMES))
+
 
 # --smoke: the suite's kinds of layer (strided, grouped, dilated, rectangular), tiny; the
 # GEMM study runs 1x1 convolutions.

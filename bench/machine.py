@@ -74,20 +74,28 @@ def openblas_kernel(pools):
 
 def library_versions(torch):
     versions = {"python": sys.version.split()[0], "numpy": np.__version__,
-                "im2row": im2row.__version__, "torch": None, "threadpoolctl": None,
-                "matplotlib": None}
+                "im2row": im2row.__version__, "torch": None, "onnxruntime": None, "onnx": None,
+                "threadpoolctl": None, "matplotlib": None}
     if torch is not None:
         versions["torch"] = torch.__version__
-    for name in ("threadpoolctl", "matplotlib"):
+    for name in ("onnxruntime", "onnx", "threadpoolctl", "matplotlib"):
         try:
             module = __import__(name)
             versions[name] = getattr(module, "__version__", "?")
-        except ImportError:
+        except Exception:      # missing or broken: recorded as None
             pass
     return versions
 
 
-def describe_machine(torch, torch_note):
+def load_average():
+    """The 1-minute load average (None where unknown): other processes' use of the cores."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_machine(torch, torch_note, onnx_note=None):
     pools = threadpools()
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -96,6 +104,7 @@ def describe_machine(torch, torch_note):
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cpus_available": available_cpus(),
+        "load_average_at_start": load_average(),
         "im2row_backend": im2row.backend_info(),
         "versions": library_versions(torch),
         "openblas_env_unset": unset_openblas_variables(),
@@ -104,6 +113,7 @@ def describe_machine(torch, torch_note):
         "threadpools": pools,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "torch_note": torch_note,
+        "onnx_note": onnx_note,
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     if torch is not None:

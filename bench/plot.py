@@ -1,5 +1,6 @@
 """--plot PATH.png: GFLOP/s per layer per contender, and memory (and time) against image size."""
-from report import contender_rows, group_blocks, sgemm_gflops
+from contenders import PEER_KINDS
+from report import contender_rows, group_blocks, peaks_by_threads, sgemm_gflops
 
 INSTALL_HINT = ("--plot needs matplotlib, which is not installed: pip install .[bench] "
                 "(or pip install matplotlib)")
@@ -21,10 +22,13 @@ def save_plot(result, path):
     suite_groups = group_blocks(result["blocks"], "suite")
     scaling_groups = group_blocks(result["blocks"], "scaling")
     panels = len(suite_groups) + 1 + bool(scaling_groups)
-    fig, axes = plt.subplots(panels, 1, figsize=(13, 4.2 * panels), squeeze=False)
+    widest = max((len(g) for g in suite_groups.values()), default=0)
+    fig, axes = plt.subplots(panels, 1, figsize=(max(13, 0.5 * widest), 4.2 * panels),
+                             squeeze=False)
     axes = list(axes[:, 0])
+    peaks = peaks_by_threads(result)
     for ax, ((n, threads), group) in zip(axes, suite_groups.items()):
-        plot_suite(ax, group, n, threads)
+        plot_suite(ax, group, n, threads, peaks.get(threads))
     plot_memory(axes[len(suite_groups)], result.get("memory_curve"), scaling_groups)
     if scaling_groups:
         plot_scaling_time(axes[-1], scaling_groups)
@@ -35,20 +39,23 @@ def save_plot(result, path):
     plt.close(fig)
 
 
-def plot_suite(ax, group, n, threads):
+def plot_suite(ax, group, n, threads, peak=None):
     names = list(group[0]["contenders"])
+    kinds = {name: e["kind"] for name, e in group[0]["contenders"].items()}
     labels = [b["label"] for b in group]
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [contender_rows(b)[name]["gflops"] or 0 for b in group]
         ax.bar([x + (i - len(names) / 2 + 0.5) * width for x in range(len(group))], values,
-               width, label=name, hatch="//" if name.startswith("torch") else None)
+               width, label=name, hatch="//" if kinds[name] in PEER_KINDS else None)
     rates = sorted(r for r in map(sgemm_gflops, group) if r)
     if rates:
         ax.axhline(rates[len(rates) // 2], color="k", linestyle="--", linewidth=0.8,
                    label="SGEMM probe (median)")
+    if peak:
+        ax.axhline(peak, color="r", linestyle=":", linewidth=0.8, label="FMA peak")
     ax.set_xticks(range(len(group)))
-    ax.set_xticklabels(labels, rotation=20)
+    ax.set_xticklabels(labels, rotation=20 if len(labels) <= 20 else 90, fontsize=7)
     ax.set_ylabel("GFLOP/s")
     ax.set_title(f"Layer suite, N={n}, {threads} thread{'s' * (threads > 1)} (missing bar: "
                  f"skipped)")

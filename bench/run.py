@@ -1,14 +1,18 @@
-"""im2row microbenchmarks: im2row's methods against PyTorch and NumPy, time and memory.
+"""im2row microbenchmarks: im2row against PyTorch and ONNX Runtime (and NumPy), time and memory.
 
-    python bench/run.py                      # the layer suite, N=1 and 8, 1 and all threads
-    python bench/run.py --quick              # the same, fewer rounds, slow contenders skipped
+    python bench/run.py                      # the network suite: 120 layers, N=1 and 8, 1 and
+                                             # all threads (time-capped: --budget, default 60 min)
+    python bench/run.py --quick              # a sample of every layer class, about a minute
+    python bench/run.py --networks           # ResNet-50 and MobileNetV2 forward passes
+    python bench/run.py --suite classic      # the older twelve-layer suite
     python bench/run.py --scaling            # time and memory against the image size
     python bench/run.py --gemm               # the package's GEMM alone against numpy matmul
     python bench/run.py --json run.json --plot run.png
     python bench/run.py --compare old.json new.json
-    python bench/run.py --layer mine:64,56,128,3x3,1,1 --layers mine,r3x3_56
+    python bench/run.py --layer mine:64,56,128,3x3,1,1 --layers mine,rn50_l3_3x3_256_14
 
-Markdown tables go to stdout, progress to stderr. See --help for every option.
+Markdown tables go to stdout, progress to stderr; a short headline ends every report. See
+--help for every option.
 """
 # First, before anything imports numpy: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some
 # machines) are read when OpenBLAS loads and slow current OpenBLAS down, so run again without
@@ -50,22 +54,34 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 
+import fma  # noqa: E402
 import im2row  # noqa: E402
 import layers as layer_defs  # noqa: E402
+import networks  # noqa: E402
 import studies  # noqa: E402
 from compare import render_comparison  # noqa: E402
-from contenders import (LAYOUTS, ThreadControl, im2row_contenders, load_torch,  # noqa: E402
+from contenders import (IM2ROW_METHODS, LAYOUTS, ThreadControl, im2row_contenders,  # noqa: E402
+                        load_onnxruntime, load_torch, onnx_contenders, suite_im2row_contenders,
                         torch_contenders)
+from headline import summarise  # noqa: E402
 from machine import available_cpus, describe_machine  # noqa: E402
 from plot import INSTALL_HINT, matplotlib_available, save_plot  # noqa: E402
 from report import GIB, render  # noqa: E402
-from timing import Progress, TimingOptions  # noqa: E402
+from timing import Progress, RunBudget, TimingOptions  # noqa: E402
 
-# Per mode: rounds, sample length, SGEMM probe size, per-call limit (ms), batch sizes.
+# Per mode: rounds, sample length, SGEMM probe size, per-call limit (ms), batch sizes, time
+# budget (minutes), the size cap of a case at N > 1 (GFLOP), the FMA probe's loop length (s),
+# and the whole networks' input size, width, rounds and batch sizes (None: the suite's).
 MODES = {
-    "full": dict(rounds=7, sample_ms=20.0, sgemm_size=1024, max_call_ms=None, batch="1,8"),
-    "quick": dict(rounds=3, sample_ms=5.0, sgemm_size=512, max_call_ms=150.0, batch="1,8"),
-    "smoke": dict(rounds=2, sample_ms=0.0, sgemm_size=64, max_call_ms=None, batch="1,2"),
+    "full": dict(rounds=7, sample_ms=20.0, sgemm_size=1024, max_call_ms=None, batch="1,8",
+                 budget_min=60.0, max_case_gflop=40.0, fma_s=0.1, net_size=224, net_width=1.0,
+                 net_rounds=5, net_batch=None),
+    "quick": dict(rounds=3, sample_ms=5.0, sgemm_size=512, max_call_ms=150.0, batch="1,8",
+                  budget_min=1.5, max_case_gflop=8.0, fma_s=0.05, net_size=224, net_width=1.0,
+                  net_rounds=3, net_batch=None),
+    "smoke": dict(rounds=2, sample_ms=0.0, sgemm_size=64, max_call_ms=None, batch="1,2",
+                  budget_min=None, max_case_gflop=None, fma_s=0.002, net_size=32,
+                  net_width=0.25, net_rounds=2, net_batch="1"),
 }
 SCALING_SIZES = (56, 112, 224, 448, 1024, 2048)
 SMOKE_SCALING_SIZES = (8, 16)
@@ -81,16 +97,26 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="python bench/run.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"Layer spec: {layer_defs.SPEC_FORM} (see bench/layers.py). Suite: "
-               + ", ".join(layer.name for layer in layer_defs.SUITE))
+        epilog=f"Layer spec: {layer_defs.SPEC_FORM} (see bench/layers.py). --quick samples: "
+               + ", ".join(layer_defs.QUICK_NAMES) + ". Suites: " + ", ".join(
+                   f"{k} ({len(v)} layers)" for k, v in layer_defs.SUITES.items()))
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="about a minute: 3 rounds, short samples, SGEMM probe 512^3; a "
-                           "contender slower than --max-call-ms (150) per call and 2x the "
-                           "fastest on a case is skipped (noted in the table)")
+                      help=f"about a minute: {len(layer_defs.QUICK_NAMES)} layers sampled from "
+                           f"the network suite (every layer class: stems, 1x1, shallow and "
+                           f"deep 3x3, depthwise, dilated, 1x7/7x1, 5x5, 11x11, wide maps), 3 "
+                           f"rounds, short samples, N=8 only up to 8 GFLOP, a 1.5-minute "
+                           f"budget; a contender slower than --max-call-ms (150) per call and "
+                           f"2x the fastest on a case is skipped (noted in the table)")
     mode.add_argument("--smoke", action="store_true",
                       help="tiny layers, every study, seconds: checks that everything runs")
     what = p.add_argument_group("what to run")
+    what.add_argument("--suite", nargs="?", const="nets", choices=sorted(layer_defs.SUITES),
+                      help="the layer suite: nets (default: every distinct convolution of "
+                           "ResNet-50, MobileNetV2, EfficientNet-B0, VGG-16 and layers of "
+                           "UNet, YOLO, DeepLab, Inception, AlexNet, super-resolution) or "
+                           "classic (the older 12 layers); given with --scaling, --gemm or "
+                           "--networks, also runs the suite")
     what.add_argument("--layers", metavar="NAMES",
                       help="comma-separated subset of the suite and --layer names, in order")
     what.add_argument("--layer", action="append", default=[], metavar="SPEC",
@@ -101,8 +127,16 @@ def build_parser():
     what.add_argument("--threads", metavar="T,T",
                       help="thread counts, numbers or 'all' (default: 1,all; scaling: all)")
     what.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    what.add_argument("--suite", action="store_true",
-                      help="run the layer suite too when --scaling or --gemm is given")
+    what.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
+    what.add_argument("--methods", metavar="M,M",
+                      help="also time plans of these im2row methods in the suite ("
+                           + ", ".join(m for m in IM2ROW_METHODS if m != "auto") + ")")
+    what.add_argument("--networks", action="store_true",
+                      help="whole ResNet-50 and MobileNetV2 forward passes: im2row.conv2d "
+                           "calls, im2row.Conv2d plans, torch.nn.functional.conv2d (same "
+                           "NumPy glue) and torch.nn modules")
+    what.add_argument("--network-names", metavar="NAMES",
+                      help=f"subset of {','.join(networks.NETWORK_NAMES)} for --networks")
     what.add_argument("--scaling", action="store_true",
                       help="time and memory of a 3x3 64->64 layer against H=W (56..2048)")
     what.add_argument("--scaling-sizes", metavar="S,S",
@@ -124,6 +158,14 @@ def build_parser():
                              "fastest's (default: none; --quick: 150)")
     timing.add_argument("--sgemm-size", type=int, help="SGEMM probe size (default 1024; "
                                                        "--quick 512)")
+    timing.add_argument("--budget", type=float, metavar="MIN",
+                        help="time budget of the suite and --networks in minutes (default "
+                             "60; --quick 1.5; 0: none): a case that would overrun its share "
+                             "runs fewer rounds (at least 3), and cases are not run once it is "
+                             "spent (listed under 'Not run')")
+    timing.add_argument("--max-case-gflop", type=float, metavar="G",
+                        help="do not run a suite case at N > 1 of more GFLOP (default 40; "
+                             "--quick 8; 0: no cap); listed under 'Not run'")
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="save every raw timing and the machine")
     out.add_argument("--plot", metavar="PATH.png", help="save a figure (needs matplotlib)")
@@ -161,25 +203,56 @@ def settings_from_args(args, parser):
         max_call_s=max_call_ms / 1e3 if max_call_ms else float("inf"))
     if options.rounds < 1:
         parser.error("--rounds must be at least 1")
+    suite = args.suite or "nets"
     try:
         extra = [layer_defs.parse_layer_spec(s) for s in args.layer]
         if args.layer_file:
             extra += layer_defs.read_layer_file(args.layer_file)
-        base = layer_defs.SMOKE_SUITE if mode == "smoke" else layer_defs.SUITE
+        if mode == "smoke":
+            base = layer_defs.SMOKE_SUITE
+        elif args.layers:      # a named subset may come from any suite
+            base = layer_defs.all_named_layers()
+        elif mode == "quick":
+            base = layer_defs.quick_layers(suite)
+        else:
+            base = layer_defs.SUITES[suite]
         layers = layer_defs.select_layers(layer_defs.merge_layers(base, extra), args.layers)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    studies_given = args.scaling or args.gemm
+    methods = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
+    for m in methods:
+        if m not in IM2ROW_METHODS:
+            parser.error(f"--methods: unknown method {m!r} (known: {', '.join(IM2ROW_METHODS)})")
+    names = [m.strip() for m in (args.network_names or ",".join(networks.NETWORK_NAMES))
+             .split(",") if m.strip()]
+    for name in names:
+        if name not in networks.NETWORK_NAMES:
+            parser.error(f"--network-names: unknown network {name!r} (known: "
+                         f"{', '.join(networks.NETWORK_NAMES)})")
+    studies_given = args.scaling or args.gemm or args.networks
     threads = int_list(args.threads, "--threads", parser, True) if args.threads else None
+    budget_min = args.budget if args.budget is not None else d["budget_min"]
+    max_gflop = args.max_case_gflop if args.max_case_gflop is not None else d["max_case_gflop"]
     return {
         "mode": mode, "options": options, "layers": layers,
         "batches": int_list(args.batch or d["batch"], "--batch", parser),
         "threads": threads or int_list("1,all", "--threads", parser, True),
         "scaling_threads": threads or [available_cpus()],
         "sgemm_size": args.sgemm_size or d["sgemm_size"],
-        "run_suite": mode == "smoke" or args.suite or not studies_given,
+        "suite": "smoke" if mode == "smoke" else suite,
+        "methods": methods,
+        "run_suite": mode == "smoke" or bool(args.suite) or not studies_given,
         "run_scaling": mode == "smoke" or args.scaling,
         "run_gemm": mode == "smoke" or args.gemm,
+        "run_networks": mode == "smoke" or args.networks,
+        "network_names": names,
+        "network_batches": int_list(args.batch or d["net_batch"] or d["batch"], "--batch",
+                                    parser),
+        "network_size": d["net_size"], "network_width": d["net_width"],
+        "network_rounds": args.rounds or d["net_rounds"],
+        "budget_s": budget_min * 60 if budget_min else None,
+        "max_case_flops": max_gflop * 1e9 if max_gflop else None,
+        "fma_seconds": d["fma_s"],
         "scaling_sizes": (int_list(args.scaling_sizes, "--scaling-sizes", parser)
                           if args.scaling_sizes else
                           SMOKE_SCALING_SIZES if mode == "smoke" else SCALING_SIZES),
@@ -205,33 +278,52 @@ def default_budget():
 
 # --- running ------------------------------------------------------------------------------------
 
-def run_studies(s, torch, control, progress, blocks):
-    """Append the blocks of every selected study to ``blocks`` as each case finishes (so an
-    interrupted run keeps what it has)."""
-    options = s["options"]
+def run_studies(s, peers, control, progress, result, budget):
+    """Append the records of every selected study to ``result`` as each case finishes (so an
+    interrupted run keeps what it has): suite, scaling and GEMM blocks to "blocks", networks
+    to "networks", cases not run to "not_run"."""
+    options, torch, onnx = s["options"], peers["torch"], peers["onnx"]
     selected = []
     if s["run_suite"]:
-        contenders = im2row_contenders() + torch_contenders(torch)
-        selected.append(studies.run_suite(s["layers"], s["batches"], s["threads"], contenders,
-                                          options, control, progress, s["sgemm_size"]))
+        contenders = (suite_im2row_contenders(s["methods"]) + torch_contenders(torch)
+                      + onnx_contenders(onnx))
+        selected.append(("blocks", studies.run_suite(
+            s["layers"], s["batches"], s["threads"], contenders, options, control, progress,
+            s["sgemm_size"], budget=budget, max_case_flops=s["max_case_flops"],
+            memory_budget=s["memory_budget"], not_run=result["not_run"])))
     if s["run_scaling"]:
         contenders = (im2row_contenders(layouts=("NHWC",))
                       + torch_contenders(torch, ("channels_last",)))
-        selected.append(studies.run_scaling(s["scaling_sizes"], s["scaling_threads"],
-                                            contenders, options, control, progress,
-                                            s["memory_budget"], s["sgemm_size"]))
+        selected.append(("blocks", studies.run_scaling(
+            s["scaling_sizes"], s["scaling_threads"], contenders, options, control, progress,
+            s["memory_budget"], s["sgemm_size"])))
     if s["run_gemm"]:
         shapes = studies.gemm_shapes(s["layers"], s["gemm_squares"])
-        selected.append(studies.run_gemm(shapes, s["threads"], options, control, progress))
-    for study in selected:          # generators: nothing runs before this loop
-        for block in study:
-            blocks.append(block)
+        selected.append(("blocks", studies.run_gemm(shapes, s["threads"], options, control,
+                                                    progress)))
+    if s["run_networks"]:
+        selected.append(("networks", networks.run_networks(
+            s["network_names"], s["network_batches"], s["threads"], s["network_rounds"], control,
+            progress, torch, size=s["network_size"], width=s["network_width"],
+            budget=budget, not_run=result["not_run"])))
+    for key, study in selected:     # generators: nothing runs before this loop
+        for record in study:
+            result[key].append(record)
 
 
-def case_count(s):
+def budgeted_case_count(s):
+    """Cases under the time budget: the suite's and the networks' (the scaling and GEMM
+    studies have their own size limits)."""
     total = 0
     if s["run_suite"]:
         total += len(s["layers"]) * len(s["batches"]) * len(s["threads"])
+    if s["run_networks"]:
+        total += len(s["network_names"]) * len(s["network_batches"]) * len(s["threads"])
+    return total
+
+
+def case_count(s):
+    total = budgeted_case_count(s)
     if s["run_scaling"]:
         total += len(s["scaling_sizes"]) * len(s["scaling_threads"])
     if s["run_gemm"]:
@@ -256,16 +348,30 @@ def memory_curve(sizes, threads):
     return curve
 
 
+def fma_thread_counts(s):
+    counts = set(s["threads"])
+    if s["run_scaling"]:
+        counts |= set(s["scaling_threads"])
+    return sorted(counts)
+
+
 def run(s, args):
     torch, torch_note = (None, "PyTorch left out (--no-torch)") if args.no_torch else load_torch()
-    machine = describe_machine(torch, torch_note)
+    onnx, onnx_note = ((None, "ONNX Runtime left out (--no-onnx)") if args.no_onnx
+                       else load_onnxruntime())
+    machine = describe_machine(torch, torch_note, onnx_note)
     if not args.quiet:
         note = machine["openblas_env_unset"]
         print(f"numpy BLAS: {machine['openblas_kernel']}"
               + (f" (removed {', '.join(note)} from the environment)" if note else ""),
               file=sys.stderr)
-        if torch_note:
-            print(torch_note, file=sys.stderr)
+        for text in (torch_note, onnx_note):
+            if text:
+                print(text, file=sys.stderr)
+    fma_start = fma.measure_peak(fma_thread_counts(s), machine["cpu_flags"],
+                                 seconds=s["fma_seconds"])
+    if not args.quiet:
+        print(fma.describe(fma_start), file=sys.stderr)
     control = ThreadControl(torch)
     config = {"mode": s["mode"], "rounds": s["options"].rounds,
               "sample_s": s["options"].sample_s, "max_call_s": _finite(s["options"].max_call_s),
@@ -273,20 +379,30 @@ def run(s, args):
               "scaling_threads": s["scaling_threads"], "sgemm_size": s["sgemm_size"],
               "layers": [layer.spec() for layer in s["layers"]],
               "scaling_sizes": s["scaling_sizes"], "memory_budget_bytes": s["memory_budget"],
-              "blas_threads_controlled": control.blas_controlled, "layouts": list(LAYOUTS)}
-    result = {"schema": 1, "machine": machine, "config": config, "blocks": [],
+              "blas_threads_controlled": control.blas_controlled, "layouts": list(LAYOUTS),
+              "suite": s["suite"], "methods": s["methods"], "budget_s": s["budget_s"],
+              "max_case_flops": s["max_case_flops"], "network_names": s["network_names"],
+              "network_size": s["network_size"], "network_width": s["network_width"],
+              "network_rounds": s["network_rounds"]}
+    result = {"schema": 2, "machine": machine, "config": config, "blocks": [],
+              "networks": [], "not_run": [], "fma": fma_start,
               "memory_curve": memory_curve(sorted(set(MEMORY_CURVE_SIZES)
                                                   | set(s["scaling_sizes"])),
                                            max(s["scaling_threads"])),
               "interrupted": False}
     progress = Progress(case_count(s), enabled=not args.quiet)
+    budget = RunBudget(s["budget_s"], budgeted_case_count(s))
     no_grad = torch.no_grad() if torch is not None else contextlib.nullcontext()
     try:
         with no_grad:
-            run_studies(s, torch, control, progress, result["blocks"])
+            run_studies(s, {"torch": torch, "onnx": onnx}, control, progress, result, budget)
     except KeyboardInterrupt:
         result["interrupted"] = True
         print("\ninterrupted: reporting what has finished", file=sys.stderr)
+    # measured again at the end: a busy moment of a shared machine only lowers a rate
+    result["fma"] = fma.combine([fma_start, fma.measure_peak(
+        fma_thread_counts(s), machine["cpu_flags"], seconds=s["fma_seconds"])])
+    result["headline"] = summarise(result)
     return result
 
 

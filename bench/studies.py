@@ -17,14 +17,15 @@ from timing import median, reps_for, run_rounds, time_call, timed
 # --- one block ----------------------------------------------------------------------------------
 
 def time_case(case, threads, contenders, options, progress, *, study, label, sgemm_size=None,
-              with_memory=False, preskipped=None):
+              with_memory=False, preskipped=None, budget=None):
     """Time every contender on one case at one thread count, interleaved in rounds.
 
     ``preskipped`` maps contender names to the reason they are not run. Runners (plans, packed
     weights) are built here, before the timed rounds; the first call of each is checked against
     a float64 reference and, with ``with_memory``, measures the call's scratch memory. A
     contender slower than ``options.max_call_s`` per call *and* ``options.slow_factor`` times
-    the fastest contender of the case is skipped (--quick).
+    the fastest contender of the case is skipped (--quick). With a ``budget`` (a
+    timing.RunBudget) a case whose rounds would overrun its allowance runs fewer rounds.
     """
     preskipped = preskipped or {}
     results, runners = {}, {}
@@ -51,15 +52,21 @@ def time_case(case, threads, contenders, options, progress, *, study, label, sge
                           f"(relative error {entry['check_error']:.1e})")
         entry["reps"] = reps_for(entry["call_s"], options)
         samplers[name] = (runners[name], entry["reps"])
+    round_s = sum(results[name]["call_s"] * reps for name, (_, reps) in samplers.items())
     sgemm = None
     if sgemm_size:
         probe = sgemm_probe(sgemm_size)
         probe()
+        probe_s = time_call(probe)
         sgemm = {"size": sgemm_size, "flops": 2 * sgemm_size ** 3,
-                 "reps": reps_for(time_call(probe), options)}
+                 "reps": reps_for(probe_s, options)}
         samplers["sgemm"] = (probe, sgemm["reps"])
-    times = run_rounds(samplers, options.rounds,
-                       on_round=lambda r: progress.round(r, options.rounds))
+        round_s += probe_s * sgemm["reps"]
+    rounds = budget.rounds(options.rounds, round_s) if budget else options.rounds
+    if rounds < options.rounds:
+        progress.note(f"  {label}: {rounds} rounds instead of {options.rounds} (one round "
+                      f"takes {round_s:.1f} s; --budget)")
+    times = run_rounds(samplers, rounds, on_round=lambda r: progress.round(r, rounds))
     for name, series in times.items():
         target = sgemm if name == "sgemm" else results[name]
         target["times_s"] = series
@@ -67,12 +74,14 @@ def time_case(case, threads, contenders, options, progress, *, study, label, sge
     return {"study": study, "label": label, "layer": case.layer.as_dict(),
             "spec": case.layer.spec(), "n": case.n, "threads": threads, "flops": case.flops,
             "input_bytes": case.input_bytes, "output_bytes": case.output_bytes,
-            "rounds": options.rounds, "contenders": results, "sgemm": sgemm}
+            "rounds": rounds, "rounds_wanted": options.rounds, "contenders": results,
+            "sgemm": sgemm}
 
 
 def _new_entry(contender):
     return {"kind": contender.kind, "layout": contender.layout,
-            "method": getattr(contender, "method", None), "times_s": [], "median_s": None,
+            "method": getattr(contender, "method", None), "api": getattr(contender, "api", None),
+            "baseline": getattr(contender, "baseline", False), "times_s": [], "median_s": None,
             "reps": None, "call_s": None, "skipped": None, "too_slow": False,
             "check_error": None, "memory": None, "predicted": None}
 
@@ -87,6 +96,7 @@ def _predicted(contender, case, threads):
 def _first_call(contender, case, threads, options, entry, with_memory):
     """Build the runner, make its first call (checked against the reference; with
     ``with_memory`` it also measures memory) and estimate the time of one call."""
+    case.poison_outputs()
     runner = contender.runner(case, threads)
     entry["memory"], call_s = timed(lambda: runner.first_call(with_memory))
     result = runner.take_result_nchw()
@@ -119,23 +129,51 @@ def _skip_too_slow(results, runners, options):
 # --- the layer suite ----------------------------------------------------------------------------
 
 def run_suite(layers, batches, thread_counts, contenders, options, control, progress,
-              sgemm_size):
+              sgemm_size, *, budget=None, max_case_flops=None, memory_budget=None,
+              not_run=None):
     """Every layer at every batch size and thread count, one block per case (a generator).
     Thread counts run from the largest down; memory is measured at the first (largest); a
-    contender far over the per-call limit at more threads is not tried at fewer."""
+    contender far over the per-call limit at more threads is not tried at fewer.
+
+    Not run, and listed in ``not_run`` with the reason: a case at N > 1 of more than
+    ``max_case_flops``, and every case once the ``budget`` (timing.RunBudget) is spent. A
+    contender predicted to need more than ``memory_budget`` bytes is skipped ("would need")."""
+    not_run = [] if not_run is None else not_run
     for layer in layers:
         for n in batches:
             case = Case(layer, n)
             preskipped = {}
             for i, threads in enumerate(sorted(thread_counts, reverse=True)):
+                why = _why_not_run(case, budget, max_case_flops)
+                if why:
+                    not_run.append({"study": "suite", "label": layer.name, "n": n,
+                                    "threads": threads, "flops": case.flops, "reason": why})
+                    progress.end()
+                    if budget:
+                        budget.case_done()
+                    continue
                 progress.begin(f"suite {layer.name} N={n} threads={threads}")
+                if memory_budget:
+                    preskipped.update(_over_budget(case, contenders, threads, memory_budget))
                 with control.use(threads):
                     block = time_case(case, threads, contenders, options, progress,
                                       study="suite", label=layer.name, sgemm_size=sgemm_size,
-                                      with_memory=(i == 0), preskipped=preskipped)
+                                      with_memory=(i == 0), preskipped=preskipped,
+                                      budget=budget)
                 progress.end()
+                if budget:
+                    budget.case_done()
                 yield block
                 preskipped.update(_clearly_too_slow(block, options))
+
+
+def _why_not_run(case, budget, max_case_flops):
+    if max_case_flops and case.n > 1 and case.flops > max_case_flops:
+        return (f"{case.flops / 1e9:.0f} GFLOP, over the size cap for N > 1 "
+                f"(--max-case-gflop {max_case_flops / 1e9:g})")
+    if budget and budget.expired:
+        return f"the time budget (--budget {budget.total_s / 60:g} min) was spent"
+    return None
 
 
 def _clearly_too_slow(block, options):

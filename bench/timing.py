@@ -75,6 +75,46 @@ def run_rounds(samplers, rounds, on_round=None):
     return times
 
 
+class RunBudget:
+    """A run's time budget (--budget), spread over its cases as they come.
+
+    Before a case, ``allowance()`` is the time it may take: SLACK times its share of what is
+    left (so a large case can use what small ones did not), or None without a budget. A case
+    whose rounds would take longer runs fewer rounds (never fewer than MIN_ROUNDS). Once the
+    budget is spent, ``expired`` is true and the remaining cases are not run.
+    """
+    SLACK = 3.0
+    MIN_ROUNDS = 3
+
+    def __init__(self, total_s, cases, clock=time.monotonic):
+        self.total_s, self.cases_left, self.clock = total_s, max(cases, 1), clock
+        self.start = clock()
+
+    @property
+    def remaining_s(self):
+        return None if self.total_s is None else self.total_s - (self.clock() - self.start)
+
+    @property
+    def expired(self):
+        return self.total_s is not None and self.remaining_s <= 0
+
+    def allowance(self):
+        if self.total_s is None:
+            return None
+        return self.SLACK * max(self.remaining_s, 0.0) / max(self.cases_left, 1)
+
+    def case_done(self):
+        self.cases_left -= 1
+
+    def rounds(self, wanted, round_s):
+        """Rounds for a case whose one round takes ``round_s``: ``wanted``, or fewer (at least
+        MIN_ROUNDS, or ``wanted`` if smaller) to fit the allowance."""
+        allowance = self.allowance()
+        if allowance is None or round_s <= 0 or wanted * round_s <= allowance:
+            return wanted
+        return max(min(wanted, self.MIN_ROUNDS), min(wanted, int(allowance / round_s)))
+
+
 def median(values):
     return statistics.median(values) if values else None
 

@@ -1,8 +1,10 @@
 """Smoke test of the benchmark tool, bench/run.py: a tiny run of every study, in seconds.
 
-Checks that every contender produced numbers, that the saved JSON round-trips (--load renders
-the same tables, --compare of a run against itself gives ratios of 1), and that the layer-spec
-parser refuses bad specs with a clear message. Timings themselves are never asserted.
+Checks that every contender produced numbers, that the whole networks ran and agreed, that the
+headline is printed and saved, that the saved JSON round-trips (--load renders the same
+tables, --compare of a run against itself gives ratios of 1), and that the layer-spec parser
+refuses bad specs with a clear message. Timings themselves are never asserted. The bench's
+pieces are unit-tested in test_bench_parts.py.
 """
 import importlib.util
 import json
@@ -20,9 +22,13 @@ RUN = BENCH / "run.py"
 pytestmark = pytest.mark.skipif(not RUN.is_file(),
                                 reason="bench/ is not next to the tests")
 
-IM2ROW_CONTENDERS = {f"{m} {lay}" for m in ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
-                     for lay in ("NCHW", "NHWC")}
+IM2ROW_CONTENDERS = {f"{api} {lay}" for api in ("conv2d", "plan") for lay in ("NCHW", "NHWC")}
+BASELINE = "numpy im2col NCHW"
 TORCH_CONTENDERS = {"torch NCHW", "torch channels_last"}
+ONNX_CONTENDERS = {"onnxruntime NCHW"}
+NETWORK_VARIANTS = {"conv2d NCHW", "conv2d NHWC", "plan NCHW", "plan NHWC"}
+TORCH_VARIANTS = {"torch F NCHW", "torch F channels_last", "torch.nn NCHW",
+                  "torch.nn channels_last"}
 
 
 def run_bench(*args, timeout=180):
@@ -41,13 +47,12 @@ def smoke(tmp_path_factory):
 
 
 def expected_contenders(run):
-    names = set()
-    if run["machine"]["im2row_backend"]["compiled"]:
-        names |= IM2ROW_CONTENDERS
-    else:
-        names |= {n for n in IM2ROW_CONTENDERS if n.split()[0] in ("im2col", "numpy")}
+    """conv2d and plan ("auto" is NumPy without the extension), the baseline, the peers."""
+    names = IM2ROW_CONTENDERS | {BASELINE}
     if run["machine"]["versions"]["torch"]:
         names |= TORCH_CONTENDERS
+    if run["machine"]["onnx_note"] is None:
+        names |= ONNX_CONTENDERS
     return names
 
 
@@ -79,6 +84,7 @@ def test_suite_records_memory_once_per_case(smoke):
             for entry in block["contenders"].values():
                 if entry["kind"] == "im2row":
                     assert entry["predicted"]["workspace"] >= 0
+                if entry["api"] == "plan":      # a conv2d call uses what its plan does
                     assert entry["memory"]["peak"] >= 0
 
 
@@ -96,8 +102,41 @@ def test_scaling_and_gemm_studies_ran(smoke):
         "the smoke budget should make the scaling study refuse something"
     gemm = [b for b in run["blocks"] if b["study"] == "gemm"]
     assert gemm and all(has_numbers(b["contenders"]["numpy matmul"], b["rounds"]) for b in gemm)
-    for section in ("## Layer suite", "## Memory", "## Scaling", "## GEMM alone"):
+    for section in ("## Layer suite", "## Memory", "## Scaling", "## GEMM alone", "## Network",
+                    "## Headline"):
         assert section in stdout
+    assert stdout.rindex("## Headline") > stdout.rindex("## Network")   # the headline ends it
+
+
+def test_networks_ran_and_agree(smoke):
+    _, run, _ = smoke
+    records = run["networks"]
+    assert {r["label"] for r in records} == {"resnet50", "mobilenet_v2"}
+    expected = NETWORK_VARIANTS | (TORCH_VARIANTS if run["machine"]["versions"]["torch"]
+                                   else set())
+    for record in records:
+        assert set(record["variants"]) == expected, record["label"]
+        for name, v in record["variants"].items():
+            assert v["skipped"] is None, (record["label"], name, v["skipped"])
+            assert v["logit_error"] < 1e-3, (record["label"], name)
+            assert has_numbers(v, record["rounds"]), (record["label"], name)
+
+
+def test_headline_is_saved(smoke):
+    _, run, stdout = smoke
+    headline = run["headline"]
+    cases = {(r["contender"], r["threads"], r["n"]) for r in headline["suite"]}
+    if run["machine"]["versions"]["torch"] or run["machine"]["onnx_note"] is None:
+        assert cases == {(name, t, n) for name in IM2ROW_CONTENDERS
+                         for t in run["config"]["threads"] for n in run["config"]["batches"]}
+    headline_text = stdout[stdout.rindex("## Headline"):]
+    assert len(headline_text.splitlines()) <= 30
+    fma = run["fma"]
+    if fma["error"] is None:
+        assert {p["threads"] for p in fma["peak"]} == set(run["config"]["threads"])
+        assert "% peak" in stdout
+    else:
+        assert "% peak" not in stdout
 
 
 def test_machine_description(smoke):
@@ -162,13 +201,15 @@ def test_layer_spec_parser_and_suite():
     assert (layer.kh, layer.kw, layer.padding, layer.out_hw) == (1, 7, (0, 3), (17, 17))
     dw = layers.parse_layer_spec("dw:128,56,128,3x3,1,1,groups=128,dilation=2")
     assert (dw.groups, dw.dilation, dw.out_hw) == (128, (2, 2), (54, 54))
-    for suite_layer in layers.SUITE:
+    for suite_layer in layers.SUITE + layers.CLASSIC_SUITE:
         assert layers.parse_layer_spec(suite_layer.spec()) == suite_layer
-    assert [x.name for x in layers.SUITE] == [
+    assert [x.name for x in layers.CLASSIC_SUITE] == [
         "stem7x7", "r3x3_56", "r3x3_28", "r3x3_14", "r3x3_7", "r3x3_s2", "pw1x1_56",
         "vgg3x3_224", "k5x5_28", "k1x7_17", "dw3x3_56", "dil3x3_28"]
+    assert layers.SUITES["classic"] == layers.CLASSIC_SUITE
+    assert layers.SUITE is layers.NETWORK_SUITE
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
-        layers.select_layers(layers.SUITE, "r3x3_7,nope")
+        layers.select_layers(layers.CLASSIC_SUITE, "r3x3_7,nope")
 
 
 def test_command_line_refuses_a_bad_layer():
