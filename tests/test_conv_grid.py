@@ -299,13 +299,64 @@ STACK_CASES = [
     Case("stack-n9-depthwise", n=9, c=8, h=5, w=7, oc=8, groups=8, padding=1),
     Case("stack-n4-1x7", n=4, c=5, h=9, w=9, oc=33, kh=1, kw=7, padding=(0, 3)),
 ]
-EDGE_CASES = ROW_CASES + OC_CASES + K_CASES + STACK_CASES
+# Depthwise NCHW convolves padded channel planes, split by column phase for strides > 1, DWR
+# (4) output rows and VN (16 f32 / 8 f64 on AVX-512) output columns at a time: output sizes
+# around those, strides 1-3 in either direction, dilation, wide and odd kernels.
+PLANE_CASES = [
+    Case("plane-s2-ow18", n=1, c=5, oc=5, groups=5, h=9, w=35, stride=2, padding=1),
+    Case("plane-s3-k5", n=2, c=3, oc=3, groups=3, h=13, w=40, kh=5, kw=5, stride=3,
+         padding=2),
+    Case("plane-s2-d2", n=1, c=4, oc=4, groups=4, h=12, w=37, stride=2, dilation=2,
+         padding=2),
+    Case("plane-oh5-ow33", n=1, c=2, oc=2, groups=2, h=5, w=33, padding=1),
+    Case("plane-s2x1", n=1, c=3, oc=3, groups=3, h=9, w=20, stride=(2, 1), padding=1),
+    Case("plane-s1x3-k2x4", n=1, c=3, oc=3, groups=3, h=6, w=40, kh=2, kw=4, stride=(1, 3),
+         padding=((0, 1), (2, 1))),
+    Case("plane-s2-k4-d3", n=1, c=3, oc=3, groups=3, h=14, w=31, kh=4, kw=4, stride=2,
+         dilation=(1, 3), padding=((2, 0), (1, 3))),
+]
+# Kernels of >= 32 channels per group keep one packed weight copy and walk the strip's
+# rotated slots as K runs in tap order (strip_runs): strides and dilations that rotate the
+# slots by 1, 2 or more columns, groups, a 1x7 row.
+RUN_CASES = [
+    Case("runs-c32", n=1, c=32, oc=5, h=6, w=9, padding=1),
+    Case("runs-c33-s2", n=1, c=33, oc=7, h=7, w=11, stride=2, padding=1),
+    Case("runs-c40-dil-1x2", n=1, c=40, oc=3, h=8, w=12, dilation=(1, 2), padding=2),
+    Case("runs-c32-k5-n2", n=2, c=32, oc=4, h=7, w=9, kh=5, kw=5, padding=2),
+    Case("runs-c64-groups2", n=1, c=64, oc=6, groups=2, h=5, w=8, padding=1),
+    Case("runs-c36-1x7", n=1, c=36, oc=5, h=5, w=12, kh=1, kw=7, padding=(0, 3)),
+    Case("runs-c35-s2-k5-dil2", n=1, c=35, oc=9, h=12, w=17, kh=5, kw=5, stride=2,
+         dilation=(2, 3), padding=3),
+]
+EDGE_CASES = ROW_CASES + OC_CASES + K_CASES + STACK_CASES + PLANE_CASES + RUN_CASES
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)
 @pytest.mark.parametrize("case", EDGE_CASES, ids=ids(EDGE_CASES))
 def test_compiled_tile_edges(case, method, isa, debug_strip):
     check_compiled(case, method)
+
+
+ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", ONE_ORDER_CASES, ids=ids(ONE_ORDER_CASES))
+def test_compiled_methods_sum_in_one_order(case, layout, isa):
+    """With >= 32 channels per group every compiled method sums each output's products in
+    tap order, so "i2r", "im2row" and "blocked" agree to the bit (what lets "auto" choose
+    among them without changing a result). Not pointwise NCHW: its W*X GEMM starts from the
+    bias where the others add it last."""
+    if not COMPILED:
+        pytest.skip("compiled extension not available")
+    if layout == "NCHW" and (case.kh, case.kw) == (1, 1):
+        pytest.skip("pointwise NCHW adds the bias first")
+    for dtype in DTYPES:
+        x, w, b, _ = data(case, dtype)
+        results = {m: conv(case, x, w, b, layout, m) for m in COMPILED_METHODS}
+        for m in COMPILED_METHODS[1:]:
+            np.testing.assert_array_equal(results[m], results[COMPILED_METHODS[0]],
+                                          err_msg=f"{case} {layout} {m}")
 
 
 @pytest.mark.parametrize("method", ("numpy", "im2col", "auto"))

@@ -1,23 +1,47 @@
 /* Depthwise convolution on NCHW input, one padded channel plane at a time. Included by conv.c per dtype (T and SFX defined; see driver.h). */
+/* dst[m] = src[m*step] for m < n (the buffers do not overlap); step 2 spelled out, so that
+ * the compiler vectorises it. */
+static void FN(copy_strided)(T *restrict dst, const T *restrict src, int64_t n, int64_t step)
+{
+    if (step == 2) {
+        for (int64_t m = 0; m < n; m++)
+            dst[m] = src[2 * m];
+    } else {
+        for (int64_t m = 0; m < n; m++)
+            dst[m] = src[m * step];
+    }
+}
+
 /* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
- * into the padded plane (its zero borders were written once), then the dwplane microkernel
- * convolves the plane. */
+ * into the padded plane (zeroed once; nothing else is written there), split by column phase
+ * when the stride is wider than 1 (see dwconv_ukernel.template.h), then the dwplane
+ * microkernel convolves the plane. */
 static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x_img, T *y_img, int64_t c0, int64_t c1, T *plane, T *wc)
 {
     const i2r_layout *L = &w->L;
     const KFN(dwplane) dwplane = L->FN(k).dwplane;
-    const int64_t PC = s->plane_cols, rows = strip_input_rows(g, s->strip_rows);
+    const int64_t PC = s->plane_row, PH = s->plane_phase, SW = g->sw;
+    const int64_t rows = strip_input_rows(g, s->strip_rows);
     const int64_t cols = plane_input_cols(g, s), taps = g->kh * g->kw, C = L->cg;
     const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */
     for (int64_t c = c0; c < c1; c++) {
-        for (int64_t h = 0; h < rows; h++)
-            FN(copy_channels)(plane + (g->pt + h) * PC + g->pl,
-                              x_img + (c * g->h + h) * g->w, cols);
+        for (int64_t h = 0; h < rows; h++) {
+            T *dst = plane + (g->pt + h) * PC;
+            const T *src = x_img + (c * g->h + h) * g->w;
+            if (SW == 1) {
+                FN(copy_channels)(dst + g->pl, src, cols);
+                continue;
+            }
+            for (int64_t i0 = 0; i0 < min64(SW, cols); i0++) {   /* one phase at a time */
+                const int64_t col = g->pl + i0, count = (cols - i0 + SW - 1) / SW;
+                FN(copy_strided)(dst + col % SW * PH + col / SW, src + i0, count, SW);
+            }
+        }
         for (int64_t t = 0; t < taps; t++)
             wc[t] = packed[t * C + c];
         dwplane((size_t)g->oh, (size_t)g->ow, (size_t)g->kh, (size_t)g->kw, (size_t)g->sh,
-                (size_t)g->sw, (size_t)g->dh, (size_t)g->dw, plane, (size_t)PC, wc,
+                (size_t)g->sw, (size_t)g->dh, (size_t)g->dw, plane, (size_t)PC, (size_t)PH, wc,
                 bias ? bias[c] : (T)0, y_img + c * g->oh * g->ow, w->relu);
     }
     return (c1 - c0) * rows * cols;

@@ -152,6 +152,8 @@ typedef struct {
                                     then the NCHW input stage or slab */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
+    int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
+    int64_t plane_row;           /* plane: values of a row, sw phases */
     int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
                                     the columns */
 } schedule;

@@ -64,9 +64,11 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
 }
 
 /* A depthwise convolution of one NCHW channel plane (DWPLANENAME):
- *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * plane[(r*sh + a*dh)*pc + j*sw + b*dw]
- * for r < oh, j < ow; plane is the zero-padded input channel, pc values a row. With sw = 1 a
- * vector of VN outputs accumulates in a register over all taps (contiguous loads). */
+ *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * P[r*sh + a*dh][j*sw + b*dw]
+ * for r < oh, j < ow, where P is the zero-padded input channel. Each plane row of pc values
+ * holds P's row split by column phase: padded column col at (col % sw)*phase + col / sw, so
+ * that the columns j*sw + b*dw of consecutive j are contiguous whatever the stride, and a
+ * vector of VN outputs accumulates in a register over all taps from contiguous loads. */
 /* n outputs of acc (ReLU applied if asked) to o */
 #define DW_STORE(o, acc, n)                                          \
     do {                                                             \
@@ -77,53 +79,75 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
             V_STORE_N(o, v_, n);                                     \
     } while (0)
 
+/* the offset in a plane row of tap column b*dw of output column 0 (see above), walked
+ * without a division per tap */
+#define DW_TAP_COLUMNS(b, off, body)                                          \
+    do {                                                                      \
+        size_t ph_ = 0, idx_ = 0;                                             \
+        for (size_t b = 0; b < kw; b++) {                                     \
+            const size_t off = ph_ * phase + idx_;                            \
+            body;                                                             \
+            ph_ += dw_rem;                                                    \
+            idx_ += dw_quot;                                                  \
+            if (ph_ >= sw) { ph_ -= sw; idx_++; }                             \
+        }                                                                     \
+    } while (0)
+
 void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, size_t dh,
-                 size_t dw, const T *plane, size_t pc, const T *w, T bias, T *out, int relu)
+                 size_t dw, const T *plane, size_t pc, size_t phase, const T *w, T bias, T *out,
+                 int relu)
 {
-    for (size_t r = 0; r < oh; r++) {
-        const T *in = plane + r * sh * pc;
-        T *o = out + r * ow;
-        if (sw != 1) {
-            for (size_t j = 0; j < ow; j++) {
-                T acc = bias;
-                for (size_t a = 0; a < kh; a++)
-                    for (size_t b = 0; b < kw; b++)
-                        acc += w[a * kw + b] * in[a * dh * pc + j * sw + b * dw];
-                o[j] = relu && acc < (T)0 ? (T)0 : acc;
-            }
-            continue;
-        }
-        if (kh == 3 && kw == 3) {   /* the common case: the 9 weights stay in registers */
-            V w9[9];
-            for (int t = 0; t < 9; t++)
-                w9[t] = V_BCAST(w + t);
-            for (size_t j = 0; j < ow; j += VN) {
-                int n = ow - j < VN ? (int)(ow - j) : VN;
-                V acc = V_BCAST(&bias);
-#pragma GCC unroll 3
-                for (int a = 0; a < 3; a++)
-#pragma GCC unroll 3
-                    for (int b = 0; b < 3; b++) {
-                        const T *p = in + a * dh * pc + j + b * dw;
-                        acc = V_FMA(w9[a * 3 + b], n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc);
-                    }
-                DW_STORE(o + j, acc, n);
-            }
-            continue;
+    const size_t dw_quot = dw / sw, dw_rem = dw % sw;   /* tap steps in the phase layout */
+    size_t off9[9];
+    V w9[9];
+    const int k3 = kh == 3 && kw == 3;
+    if (k3) {   /* the common case: the 9 weights and their offsets stay in registers */
+        for (size_t a = 0; a < 3; a++)
+            DW_TAP_COLUMNS(b, off, off9[a * 3 + b] = a * dh * pc + off);
+        for (int t = 0; t < 9; t++)
+            w9[t] = V_BCAST(w + t);
+    }
+    /* DWR output rows at once: DWR independent accumulator chains (one chain waits on the
+     * FMA latency), each output's taps still summed in order; rows past oh alias the last */
+    for (size_t r = 0; r < oh; r += DWR) {
+        const T *in[DWR];
+        T *o[DWR];
+#pragma GCC unroll 8
+        for (int i = 0; i < DWR; i++) {
+            size_t rr = r + (size_t)i < oh ? r + (size_t)i : oh - 1;
+            in[i] = plane + rr * sh * pc;
+            o[i] = out + rr * ow;
         }
         for (size_t j = 0; j < ow; j += VN) {
             int n = ow - j < VN ? (int)(ow - j) : VN;
-            V acc = V_BCAST(&bias);
-            for (size_t a = 0; a < kh; a++)
-                for (size_t b = 0; b < kw; b++) {
-                    const T *p = in + a * dh * pc + j + b * dw;
-                    acc = V_FMA(V_BCAST(w + a * kw + b), n == VN ? V_LOAD(p) : V_LOAD_N(p, n),
-                                acc);
-                }
-            DW_STORE(o + j, acc, n);
+            V acc[DWR];
+#pragma GCC unroll 8
+            for (int i = 0; i < DWR; i++)
+                acc[i] = V_BCAST(&bias);
+#define DW_TAP(wv, off)                                                       \
+            do {                                                              \
+                const V wv_ = (wv);                                           \
+                _Pragma("GCC unroll 8")                                       \
+                for (int i = 0; i < DWR; i++) {                               \
+                    const T *p = in[i] + (off) + j;                           \
+                    acc[i] = V_FMA(wv_, n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc[i]); \
+                }                                                             \
+            } while (0)
+            if (k3) {
+#pragma GCC unroll 9
+                for (int t = 0; t < 9; t++)
+                    DW_TAP(w9[t], off9[t]);
+            } else {
+                for (size_t a = 0; a < kh; a++)
+                    DW_TAP_COLUMNS(b, off, DW_TAP(V_BCAST(w + a * kw + b), a * dh * pc + off));
+            }
+#undef DW_TAP
+            for (int i = DWR - 1; i >= 0; i--)   /* aliased rows: the real one stored last */
+                DW_STORE(o[i] + j, acc[i], n);
         }
     }
 }
+#undef DW_TAP_COLUMNS
 #undef DW_STORE
 
 #undef DWNAME

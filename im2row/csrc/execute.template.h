@@ -8,20 +8,8 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
     if (debug_nan)
         for (int64_t i = 0; i < n; i++)
             scratch[i] = (T)NAN;
-    if (s->plane) {   /* zero the plane's borders: rows and columns that hold no input */
-        const int64_t PC = s->plane_cols, in_rows = strip_input_rows(g, s->strip_rows);
-        const int64_t in_cols = plane_input_cols(g, s);
-        for (int64_t r = 0; r < s->strip_rows; r++) {
-            T *row = scratch + r * PC;
-            if (r < g->pt || r >= g->pt + in_rows) {
-                memset(row, 0, (size_t)PC * sizeof(T));
-            } else {
-                memset(row, 0, (size_t)min64(g->pl, PC) * sizeof(T));
-                if (g->pl + in_cols < PC)
-                    memset(row + g->pl + in_cols, 0,
-                           (size_t)(PC - g->pl - in_cols) * sizeof(T));
-            }
-        }
+    if (s->plane) {   /* zero the plane: the rows and columns that hold no input stay so */
+        memset(scratch, 0, (size_t)(s->strip_rows * s->plane_row) * sizeof(T));
     } else if (method == I2R_STRIP) {   /* each stacked image's padding rows */
         int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
         int64_t top = min64(g->pt, s->strip_rows);
@@ -76,7 +64,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                 copied += FN(plane_task)(w, g, &s, x + n * x_image, y + n * y_image,
                                          b * L->cg / s.parts, (b + 1) * L->cg / s.parts,
                                          scratch, scratch + round_up64(s.strip_rows *
-                                         s.plane_cols * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
+                                         s.plane_row * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
             } else if (method == I2R_STRIP) {
                 int64_t unit = task / s.parts, group = unit % L->groups;
                 int64_t n0 = unit / L->groups * s.stack, p0, p1, pa, pb;

@@ -33,7 +33,8 @@ enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (D
 
 /* A depthwise convolution of one padded NCHW channel plane (dwconv_ukernel.template.h). */
 #define DWPLANE_ARGS(T) size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, \
-    size_t dh, size_t dw, const T *plane, size_t pc, const T *w, T bias, T *out, int relu
+    size_t dh, size_t dw, const T *plane, size_t pc, size_t phase, const T *w, T bias, T *out, \
+    int relu
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 

@@ -103,9 +103,11 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->plane = 1;
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
         s->plane_cols = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        s->plane_phase = cdiv(s->plane_cols, g->sw);
+        s->plane_row = g->sw * s->plane_phase;
         s->parts = min64(want > g->n ? cdiv(want, g->n) : 1, L->cg);
         s->ntasks = g->n * s->parts;
-        s->thread_bytes = add_sat(round_up64(MUL3(s->strip_rows, s->plane_cols, ts)),
+        s->thread_bytes = add_sat(round_up64(MUL3(s->strip_rows, s->plane_row, ts)),
                                   round_up64(MUL3(g->kh, g->kw, ts)));
     } else if (method == I2R_STRIP) {
         /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
