@@ -179,7 +179,7 @@ class Conv2d:
         nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
         spec, method, geometry = self._prepare(x.shape, nthreads, op)
         if out is None:
-            out = np.empty(spec.out_shape, spec.dtype)
+            out = empty_aligned(spec.out_shape, spec.dtype)
         else:
             check_out(out, spec, (("x", x),) + tuple(caller_inputs), op)
         if method in COMPILED_METHODS:
@@ -245,6 +245,16 @@ def check_kernel_sizes(spec, geometry, method, nthreads, op):
                                 spec.dtype.itemsize == 8, method == "i2r", True)
     except _backend.native.SizeError as e:
         raise ValueError(f"{op}: {e}") from None
+
+
+def empty_aligned(shape, dtype, alignment=64):
+    """np.empty, but on a cache-line boundary (NumPy gives 16 bytes): the kernels stream large
+    results past the caches with full-vector stores, which need it."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def spec_geometry(spec):

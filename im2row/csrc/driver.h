@@ -50,6 +50,8 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
 #define PACK_PARALLEL_BYTES ((int64_t)1 << 20)   /* packing more than this is threaded */
 #define JB_BYTES ((int64_t)1 << 20)
 #define STRIP_MIN_TILE_FILL 0.75   /* ... that fill the register tiles at least this well */
+#define STREAM_MAX_K_BYTES 512     /* streamed results: at most this many bytes of K each, */
+#define STREAM_MIN_L2S 8           /* and at least this many L2 caches of them in all */
 
 /* The kernel-independent layout of packed weights and the strip walk (no data).
  * groups/cg/ocg are per task: a depthwise convolution (C groups of one channel in and one
@@ -156,6 +158,8 @@ typedef struct {
     int64_t plane_row;           /* plane: values of a row, sw phases */
     int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
                                     the columns */
+    int stream;                  /* NHWC results go straight to the output past the caches
+                                    (it is too large to stay cached; see make_schedule) */
 } schedule;
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -226,6 +230,14 @@ typedef struct { int64_t a, b, len; } k_run;
  * the block's size, which buffer_free takes back. */
 void *buffer_alloc(int64_t bytes, int64_t *capacity);
 void buffer_free(void *p, int64_t capacity);
+
+/* Orders this thread's streamed (non-temporal) stores before what follows. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+static inline void store_fence(void) { _mm_sfence(); }
+#else
+static inline void store_fence(void) {}
+#endif
 
 /* plan.c */
 void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t kh,

@@ -87,6 +87,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                         scratch + (abytes + cbytes) / (int64_t)sizeof(T));
             }
         }
+        store_fence();   /* before the barrier: the results are read after it */
         buffer_free(scratch, capacity);
         free(runs);
     }

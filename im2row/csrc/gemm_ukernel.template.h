@@ -98,6 +98,14 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
         }
     }
 
+    if ((flags & GEMM_STREAM) && nr == NR_ && ((uintptr_t)c | ldc * sizeof(T)) % sizeof(V) == 0) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++)
+                V_STREAM(cp[i] + v * VN, acc[i][v]);
+        return;
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4

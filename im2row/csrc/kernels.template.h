@@ -38,8 +38,9 @@ static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(low
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU): A rows at a + i*lda, B the packed panels. K is
  * walked as nruns runs (see k_run): run r multiplies A values [a + run.a, + run.len) of each
  * row with weight rows [run.b, + run.len), in order, so that the sum over K runs in the order
- * the runs give. Only the columns of weight panels [pa, pb) of ncols (OCg); accumulate adds
- * to C from the first K block on (C prefilled). With `low` (I2R_BLOCKED) A is not given: each
+ * the runs give. Only the columns of weight panels [pa, pb) of ncols (OCg). cflags:
+ * GEMM_ACCUMULATE adds to C from the first K block on (C prefilled); GEMM_STREAM streams the
+ * final stores past the caches. With `low` (I2R_BLOCKED) A is not given: each
  * A block is lowered from low->base (rows from pixel low_p0 on) into low->abuf just before it
  * is used, so the im2row matrix never exists whole (then one run of all K). Blocked as in
  * BLIS: K blocks of <= KC values inside a run (outermost: the K block of all weight panels
@@ -49,7 +50,7 @@ static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(low
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
                              T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
-                             int accumulate, const i2r_geom *g, const FN(lowering) *low,
+                             int cflags, const i2r_geom *g, const FN(lowering) *low,
                              int64_t low_p0)
 {
     const i2r_layout *L = &w->L;
@@ -61,8 +62,9 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
         for (int64_t k0 = 0; k0 < run.len; k0 += kcs) {
             int64_t kc = min64(run.len - k0, kcs);
             int first = s == 0 && k0 == 0, last = s == nruns - 1 && k0 + kc == run.len;
-            int flags = (first && !accumulate ? 0 : GEMM_ACCUMULATE) |
-                        (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) : 0);
+            int flags = (first ? cflags & GEMM_ACCUMULATE : GEMM_ACCUMULATE) |
+                        (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) |
+                                (cflags & GEMM_STREAM) : 0);
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = min64(M - m0, MC);
                 const T *ablk = a + m0 * lda + run.a + k0;
@@ -105,16 +107,17 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
 }
 
 /* C = A * packed weights (+ bias, ReLU), output channels of panels [pa, pb): the GEMM, or
- * its depthwise counterpart (always all channels: depthwise work is never split by panel). */
+ * its depthwise counterpart (always all channels: depthwise work is never split by panel;
+ * cflags go to the GEMM only). */
 static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                          const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
-                         T *c, int64_t ldc, int64_t pa, int64_t pb)
+                         T *c, int64_t ldc, int64_t pa, int64_t pb, int cflags)
 {
     if (w->L.depthwise)
         FN(dwconv_rows)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc);
     else
-        FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg, 0,
-                         NULL, NULL, 0);
+        FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg,
+                         cflags, NULL, NULL, 0);
 }
 
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered

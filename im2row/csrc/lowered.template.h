@@ -121,11 +121,12 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     T *c = g->nhwc ? y + p0 * g->oc + group * OCG : cbuf;
     const int64_t ldc = g->nhwc ? g->oc : OCG;
     const k_run all = {0, 0, L->k};
+    const int cflags = g->nhwc && s->stream ? GEMM_STREAM : 0;
     if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, OCG, 0,
-                         g, lowp, p0);
+        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, OCG,
+                         cflags, g, lowp, p0);
     else
-        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels);
+        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, cflags);
     if (g->nhwc)
         return copied;
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
@@ -170,7 +171,7 @@ static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_ge
                     yb[oc * plane + j] = bias[oc];
         const k_run all = {0, 0, CG};
         FN(gemm_blocked)(w, OCG, a, CG, &all, 1, panels, NULL, yb, plane, 0, np, npix,
-                         bias != NULL, NULL, NULL, 0);
+                         bias != NULL ? GEMM_ACCUMULATE : 0, NULL, NULL, 0);
         p = end;
     }
     return (p1 - p0) * CG;
