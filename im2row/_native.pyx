@@ -175,6 +175,7 @@ cdef class PackedWeights:
     cdef i2r_weights *w
     cdef readonly str isa
     cdef readonly bint f64
+    cdef object source     # the weights: OIHW ones are read in place by every run
 
     def __cinit__(self, weight, str layout, int64_t groups, bias, tuple stride, tuple dilation,
                   bint rotations, bint relu, str isa, bint rows_only=False, int nthreads=1):
@@ -188,6 +189,7 @@ cdef class PackedWeights:
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
+        self.source = weight
         self.f64 = weight.dtype.itemsize == 8
         cdef int flags = ((I2R_PACK_ROTATIONS if rotations else 0) |
                           (I2R_PACK_ROWS_ONLY if rows_only else 0))

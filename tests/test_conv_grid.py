@@ -361,19 +361,19 @@ ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", ONE_ORDER_CASES, ids=ids(ONE_ORDER_CASES))
 def test_compiled_methods_sum_in_one_order(case, layout, isa):
-    """With >= 32 channels per group every compiled method sums each output's products in
-    tap order, so "i2r", "im2row" and "blocked" agree to the bit (what lets "auto" choose
-    among them without changing a result). Not pointwise NCHW: its W*X GEMM starts from the
-    bias where the others add it last."""
+    """With >= 32 channels per group the compiled methods that lower im2row rows sum each
+    output's products in tap order (kh, kw, c), so they agree to the bit: "i2r", "im2row" and
+    "blocked" on NHWC, "i2r" and "im2row" on NCHW ("blocked" on NCHW is the W * im2col GEMM,
+    in the OIHW order (c, kh, kw)): what lets "auto" choose among them without changing a
+    result."""
     if not COMPILED:
         pytest.skip("compiled extension not available")
-    if layout == "NCHW" and (case.kh, case.kw) == (1, 1):
-        pytest.skip("pointwise NCHW adds the bias first")
+    methods = COMPILED_METHODS if layout == "NHWC" else ("i2r", "im2row")
     for dtype in DTYPES:
         x, w, b, _ = data(case, dtype)
-        results = {m: conv(case, x, w, b, layout, m) for m in COMPILED_METHODS}
-        for m in COMPILED_METHODS[1:]:
-            np.testing.assert_array_equal(results[m], results[COMPILED_METHODS[0]],
+        results = {m: conv(case, x, w, b, layout, m) for m in methods}
+        for m in methods[1:]:
+            np.testing.assert_array_equal(results[m], results[methods[0]],
                                           err_msg=f"{case} {layout} {m}")
 
 

@@ -1,16 +1,4 @@
 /* Depthwise convolution on NCHW input, one padded channel plane at a time. Included by conv.c per dtype (T and SFX defined; see driver.h). */
-/* dst[m] = src[m*step] for m < n (the buffers do not overlap); step 2 spelled out, so that
- * the compiler vectorises it. */
-static void FN(copy_strided)(T *restrict dst, const T *restrict src, int64_t n, int64_t step)
-{
-    if (step == 2) {
-        for (int64_t m = 0; m < n; m++)
-            dst[m] = src[2 * m];
-    } else {
-        for (int64_t m = 0; m < n; m++)
-            dst[m] = src[m * step];
-    }
-}
 
 /* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
  * into the padded plane (zeroed once; nothing else is written there), split by column phase

@@ -80,7 +80,8 @@ struct i2r_weights {
     void *packed;          /* [G][nrot][npanels][K][NR] */
     void *bias;            /* [G][npanels*NR], or NULL */
     int64_t packed_capacity, bias_capacity;   /* their blocks' sizes (buffer_alloc) */
-    void *rows;            /* 1x1 only: [G][OCg][Cg], the A operand of pointwise NCHW */
+    const void *rows;      /* OIHW weights in memory order, by reference: the A rows of the
+                              NCHW W*X GEMM [G][OCg][K] (NULL for other layouts) */
     int has_panels;        /* packed holds the panels (not with I2R_PACK_ROWS_ONLY) */
     int rotations_ready;   /* I2R_STRIP runs with no more packing (i2r_rotations_ready) */
     int64_t packed_bytes;
@@ -147,7 +148,8 @@ typedef struct {
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
-    int pointwise_nchw;          /* I2R_FULL on a 1x1, stride-1, unpadded NCHW input */
+    int wx;                      /* I2R_BLOCKED on NCHW (not depthwise): W * im2col panels */
+    int64_t wx_panels;           /* wx: im2col panels lowered at a time */
     int blocked;                 /* I2R_BLOCKED (not depthwise): A blocks lowered in the GEMM */
     int64_t abytes, cbytes;      /* scratch parts: I2R_STRIP: the strip, the column results;
                                     I2R_FULL/BLOCKED: A (matrix or block), the NCHW result;
@@ -244,7 +246,6 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, in
                  int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int rotations);
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
                    int nthreads);
-int has_rows(const i2r_layout *L);
 int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *runs);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,

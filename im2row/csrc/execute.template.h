@@ -32,7 +32,7 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     T *y = (T *)yv;
     schedule s;
     make_schedule(&s, L, g, method, nthreads);
-    if (s.pointwise_nchw ? !w->rows : !w->has_panels)   /* packed without what this needs */
+    if (s.wx ? !w->rows : !w->has_panels)   /* packed without what this needs */
         return I2R_EINVAL;
     if (s.thread_bytes >= SIZE_LIMIT)   /* i2r_predict says so first */
         return I2R_ETOOBIG;
@@ -75,10 +75,10 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
                                              scratch, scratch + abytes / (int64_t)sizeof(T),
                                              scratch + (abytes + cbytes) / (int64_t)sizeof(T),
                                              runs);
-            } else if (s.pointwise_nchw) {
+            } else if (s.wx) {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
-                copied += FN(pointwise_nchw_task)(w, g, x, y, group, p0, p1, scratch);
+                copied += FN(wx_task)(w, g, &s, x, y, group, p0, p1, scratch);
             } else {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);

@@ -5,7 +5,8 @@
  * B: a packed panel, kc rows of NR contiguous values (zero beyond the real columns).
  * C: row i at c + i*ldc, nr <= NR contiguous values; only nr columns and mr rows are stored.
  * flags: GEMM_ACCUMULATE adds to C (later K blocks); GEMM_EPILOGUE (the last K block) adds
- *    bias[0:NR] when bias is not NULL, then applies max(., 0) if GEMM_RELU is set; with
+ *    bias[0:NR] when bias is not NULL (with GEMM_ROW_BIAS bias[i] to row i < mr instead: the
+ *    W*X form, rows are output channels), then applies max(., 0) if GEMM_RELU is set; with
  *    GEMM_STREAM its full, vector-aligned stores bypass the caches (non-temporal: for results
  *    too large to stay cached; the caller fences before they are read).
  * Names: gemm_<dtype>_<MR>x<NR>_<isa>. Every kernel is one source, gemm_ukernel.template.h,
@@ -17,7 +18,8 @@
 #include <stddef.h>
 #include "i2r.h"
 
-enum { GEMM_ACCUMULATE = 1, GEMM_EPILOGUE = 2, GEMM_RELU = 4, GEMM_STREAM = 8 };
+enum { GEMM_ACCUMULATE = 1, GEMM_EPILOGUE = 2, GEMM_RELU = 4, GEMM_STREAM = 8,
+       GEMM_ROW_BIAS = 16 };
 
 typedef void (*gemm_f32_fn)(size_t mr, size_t nr, size_t kc, const float *a, size_t lda,
                             const float *b, float *c, size_t ldc, const float *bias, int flags);

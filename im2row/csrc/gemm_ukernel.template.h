@@ -80,7 +80,15 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
 #undef K_LOOP
 
     if (flags & GEMM_EPILOGUE) {
-        if (bias) {
+        if (bias && (flags & GEMM_ROW_BIAS)) {
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                V bb = V_BCAST(bias + ((size_t)i < mr ? (size_t)i : mr - 1));
+#pragma GCC unroll 4
+                for (int v = 0; v < NRV; v++)
+                    acc[i][v] = acc[i][v] + bb;
+            }
+        } else if (bias) {
 #pragma GCC unroll 4
             for (int v = 0; v < NRV; v++) {
                 V bb = V_LOAD(bias + v * VN);

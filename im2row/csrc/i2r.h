@@ -51,13 +51,15 @@ typedef struct i2r_weights i2r_weights;   /* opaque */
 enum {
     I2R_PACK_ROTATIONS = 1,   /* a copy per strip rotation: I2R_STRIP then writes only the new
                                  columns at each step (without, it refills every slot) */
-    I2R_PACK_ROWS_ONLY = 2    /* 1x1 weights: only the A rows of pointwise NCHW (a call that
+    I2R_PACK_ROWS_ONLY = 2    /* OIHW weights: no panels, only what I2R_BLOCKED on NCHW runs
+                                 with (the weights themselves, read in place; a call that
                                  needs the panels then fails with I2R_EINVAL) */
 };
 
 /* Pack wm (strides wstride, see above) and an optional bias[OC] for one dtype and ISA level,
  * with up to nthreads threads; flags as above. relu fuses max(x, 0) into the epilogue. *out is
- * freed with i2r_free_weights. */
+ * freed with i2r_free_weights. C-contiguous OIHW weights are also read in place by later
+ * calls: they must stay alive and unchanged as long as *out. */
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                             const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,

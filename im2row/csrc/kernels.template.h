@@ -23,6 +23,19 @@ static inline void FN(zero_channels)(T *dst, int64_t n)
 }
 
 
+/* dst[m] = src[m*step] for m < n (the buffers do not overlap); step 2 spelled out, so that
+ * the compiler vectorises it. */
+static void FN(copy_strided)(T *restrict dst, const T *restrict src, int64_t n, int64_t step)
+{
+    if (step == 2) {
+        for (int64_t m = 0; m < n; m++)
+            dst[m] = src[2 * m];
+    } else {
+        for (int64_t m = 0; m < n; m++)
+            dst[m] = src[m * step];
+    }
+}
+
 /* Where I2R_BLOCKED lowers from: element (image n, row h, column col, channel c of the
  * group) at base + (n - n_first)*img + h*hs + col*ws + c; the A blocks go to abuf. */
 typedef struct {
@@ -40,7 +53,7 @@ static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(low
  * row with weight rows [run.b, + run.len), in order, so that the sum over K runs in the order
  * the runs give. Only the columns of weight panels [pa, pb) of ncols (OCg). cflags:
  * GEMM_ACCUMULATE adds to C from the first K block on (C prefilled); GEMM_STREAM streams the
- * final stores past the caches. With `low` (I2R_BLOCKED) A is not given: each
+ * final stores past the caches; GEMM_ROW_BIAS: bias[i] belongs to row i (W*X form). With `low` (I2R_BLOCKED) A is not given: each
  * A block is lowered from low->base (rows from pixel low_p0 on) into low->abuf just before it
  * is used, so the im2row matrix never exists whole (then one run of all K). Blocked as in
  * BLIS: K blocks of <= KC values inside a run (outermost: the K block of all weight panels
@@ -80,9 +93,11 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                     const T *bb = bias ? bias + p * NR : NULL;
                     for (int64_t i = 0; i < mc; i += MR) {
                         int64_t mr = min64(mc - i, MR);
+                        if (bias && (cflags & GEMM_ROW_BIAS))
+                            bb = bias + m0 + i;
                         ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
                                 (size_t)ald, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
-                                bb, flags);
+                                bb, flags | (cflags & GEMM_ROW_BIAS));
                     }
                 }
             }

@@ -139,41 +139,72 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
 }
 
 
-/* A pointwise (1x1, stride 1, unpadded) NCHW convolution is the GEMM W (OCg x Cg) * X
- * (Cg x pixels) with each output channel a contiguous row of the NCHW result: the weights
- * are the A rows (packed once as w->rows), the pixels of X are packed into NR-wide panels
- * (each input value copied once), and the result needs no transpose. Rows [p0, p1) of the
- * batch's pixels, one group; bias is prefilled into the output rows. */
-static int64_t FN(pointwise_nchw_task)(const struct i2r_weights *w, const i2r_geom *g,
-                                       const T *x, T *y, int64_t group, int64_t p0,
-                                       int64_t p1, T *panels)
+/* Panels [b0, b0 + np) of the im2col matrix of one image and group: panel b holds, for each
+ * k = (c, kh, kw) in OIHW order, the input values tap (kh, kw) of channel c reads for output
+ * pixels q0 + b*NR ... q0 + b*NR + NR - 1 (row-major (oh, ow); zeros past npix and in the
+ * padding). x_img: the image's first channel of the group. Along an output row the values a
+ * tap reads are sw apart in one input row, so each (k, row run) is one (strided) copy. */
+static void FN(lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
+                             int64_t q0, int64_t npix, int64_t b0, int64_t np, T *panels)
+{
+    const int64_t NR = L->nr, K = L->k, taps = g->kh * g->kw, plane = g->h * g->w;
+    for (int64_t b = b0; b < b0 + np; b++) {
+        T *panel = panels + (b - b0) * K * NR;
+        const int64_t first = b * NR, cnt = min64(NR, npix - first);
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t c = k / taps, t = k % taps, kh = t / g->kw, kw = t % g->kw;
+            const T *xc = x_img + c * plane;
+            T *dst = panel + k * NR;
+            for (int64_t i = 0; i < cnt;) {   /* one run per output row the panel touches */
+                const int64_t q = q0 + first + i, oh = q / g->ow, ow = q % g->ow;
+                const int64_t run = min64(cnt - i, g->ow - ow);
+                const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
+                const int64_t iw0 = ow * g->sw + kw * g->dw - g->pl;
+                if (ih < 0 || ih >= g->h) {
+                    FN(zero_channels)(dst + i, run);
+                } else {   /* outputs [lo, hi) of the run read inside the row */
+                    const int64_t lo = min64(run, iw0 < 0 ? cdiv(-iw0, g->sw) : 0);
+                    const int64_t hi = max64(lo, min64(run, iw0 >= g->w ? 0 :
+                                                       cdiv(g->w - iw0, g->sw)));
+                    FN(zero_channels)(dst + i, lo);
+                    FN(copy_strided)(dst + i + lo, xc + ih * g->w + iw0 + lo * g->sw,
+                                     hi - lo, g->sw);
+                    FN(zero_channels)(dst + i + hi, run - hi);
+                }
+                i += run;
+            }
+            FN(zero_channels)(dst + cnt, NR - cnt);
+        }
+    }
+}
+
+/* NCHW (not depthwise) as the GEMM W (OCg x K, the OIHW weights read in place as A rows) *
+ * im2col (K x pixels): each output channel is a contiguous row of the NCHW result, so nothing
+ * is transposed, and the weights need no packing. Rows [p0, p1) of the batch's pixels, one
+ * group; the im2col panels are lowered s->wx_panels at a time (a cache-sized block), just
+ * before the GEMM uses them. */
+static int64_t FN(wx_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
+                           const T *x, T *y, int64_t group, int64_t p0, int64_t p1, T *panels)
 {
     const i2r_layout *L = &w->L;
-    const int64_t NR = L->nr, CG = L->cg, OCG = L->ocg, plane = g->oh * g->ow;
-    const T *a = (const T *)w->rows + group * OCG * CG;
+    const int64_t NR = L->nr, CG = L->cg, OCG = L->ocg, K = L->k, opix = g->oh * g->ow;
+    const T *a = (const T *)w->rows + group * OCG * K;
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * NR : NULL;
+    const k_run all = {0, 0, K};
+    const int cflags = GEMM_ROW_BIAS | (s->stream ? GEMM_STREAM : 0);
     for (int64_t p = p0; p < p1;) {
-        int64_t n = p / plane, end = min64(p1, (n + 1) * plane);
-        int64_t q0 = p - n * plane, npix = end - p, np = cdiv(npix, NR);
-        const T *xg = x + (n * g->c + group * CG) * plane + q0;
-        for (int64_t b = 0; b < np; b++) {      /* panel b: [c][NR] pixels q0 + b*NR ... */
-            int64_t cnt = min64(NR, npix - b * NR);
-            T *dst = panels + b * CG * NR;
-            for (int64_t c = 0; c < CG; c++, dst += NR) {
-                FN(copy_channels)(dst, xg + c * plane + b * NR, cnt);
-                FN(zero_channels)(dst + cnt, NR - cnt);
-            }
+        const int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
+        const int64_t q0 = p - n * opix, npix = end - p, np = cdiv(npix, NR);
+        const T *x_img = x + (n * g->c + group * CG) * g->h * g->w;
+        T *yb = y + (n * g->oc + group * OCG) * opix + q0;
+        for (int64_t b0 = 0; b0 < np; b0 += s->wx_panels) {
+            const int64_t nb = min64(s->wx_panels, np - b0);
+            FN(lower_panels)(L, g, x_img, q0, npix, b0, nb, panels);
+            FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yb + b0 * NR, opix, 0, nb,
+                             min64(nb * NR, npix - b0 * NR), cflags, NULL, NULL, 0);
         }
-        T *yb = y + (n * g->oc + group * OCG) * plane + q0;
-        if (bias)
-            for (int64_t oc = 0; oc < OCG; oc++)
-                for (int64_t j = 0; j < npix; j++)
-                    yb[oc * plane + j] = bias[oc];
-        const k_run all = {0, 0, CG};
-        FN(gemm_blocked)(w, OCG, a, CG, &all, 1, panels, NULL, yb, plane, 0, np, npix,
-                         bias != NULL ? GEMM_ACCUMULATE : 0, NULL, NULL, 0);
         p = end;
     }
-    return (p1 - p0) * CG;
+    return (p1 - p0) * K;
 }
 

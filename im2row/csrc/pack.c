@@ -27,10 +27,15 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
         return I2R_ENOMEM;
     make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw,
                 (flags & I2R_PACK_ROTATIONS) != 0);
-    const int rows = has_rows(&w->L);
+    /* OIHW weights in memory order are already the A rows of the NCHW W*X GEMM: kept by
+     * reference (the caller keeps them alive and unchanged while w lives) */
+    const int64_t K = w->L.k;
+    const int rows = !w->L.depthwise && wstride[2] == 1 && wstride[1] == kw &&
+                     wstride[3] == kh * kw && wstride[4] == K && wstride[0] == ocg * K;
     w->relu = relu;
     w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY));
     packed_sizes(&w->L, w->has_panels, bias != NULL, &pbytes, &bbytes);
+    w->rows = rows ? (void *)wm : NULL;
     w->rotations_ready = (flags & I2R_PACK_ROTATIONS) || !w->L.rotated_copies;
     if (add_sat(round_up64(pbytes), round_up64(bbytes)) >= SIZE_LIMIT) {
         i2r_free_weights(w);
@@ -43,15 +48,12 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
         i2r_free_weights(w);
         return I2R_ENOMEM;
     }
-    /* the rows follow the panels in the same allocation */
     void *panels = w->has_panels ? w->packed : NULL;
-    if (rows)
-        w->rows = (char *)w->packed + (w->has_panels ? round_up64(panel_bytes(&w->L)) : 0);
     if (nthreads < 1)
         nthreads = 1;
     i2r_status st = dtype == I2R_F64
-        ? pack_weights_f64(&w->L, wm, wstride, bias, panels, w->bias, w->rows, nthreads)
-        : pack_weights_f32(&w->L, wm, wstride, bias, panels, w->bias, w->rows, nthreads);
+        ? pack_weights_f64(&w->L, wm, wstride, bias, panels, w->bias, nthreads)
+        : pack_weights_f32(&w->L, wm, wstride, bias, panels, w->bias, nthreads);
     if (st != I2R_OK) {
         i2r_free_weights(w);
         return st;

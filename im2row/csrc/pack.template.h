@@ -86,19 +86,13 @@ static void FN(pack_values_oihw)(const i2r_layout *L, const T *w, const int64_t 
 }
 
 /* Packed weights: [G][nrot][npanels][K][NR] panels (above); depthwise: one (KH*KW, C) block
- * per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c; 1x1: optionally the
- * weights as A rows [g][oc][c] for pointwise NCHW; bias padded to whole panels. Panels are
+ * per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c; bias padded to
+ * whole panels. Panels are
  * packed by up to nthreads threads when there is enough to share. */
 static i2r_status FN(pack_weights)(const i2r_layout *L, const T *w, const int64_t *ws,
-                                   const T *bias, T *packed, T *packed_bias, T *rows,
-                                   int nthreads)
+                                   const T *bias, T *packed, T *packed_bias, int nthreads)
 {
     const int64_t NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
-    if (rows)
-        for (int64_t g = 0; g < L->groups; g++)
-            for (int64_t oc = 0; oc < OCG; oc++)
-                for (int64_t c = 0; c < CG; c++)
-                    rows[(g * OCG + oc) * CG + c] = *W_AT(g, 0, 0, c, oc);
     if (L->depthwise) {   /* C groups of one channel: channel c is group c */
         T *dst = packed;
         for (int64_t ri = 0; ri < L->nrot; ri++)

@@ -184,16 +184,18 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->ntasks = L->groups * s->parts;
         int pointwise = is_pointwise(g);
         s->direct = pointwise && g->nhwc;
-        s->pointwise_nchw = pointwise && !g->nhwc && !L->depthwise;
-        s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise;
-        if (s->pointwise_nchw)   /* the pixels packed in NR-wide panels */
-            s->abytes = round_up64(MUL4(cdiv(chunk, L->nr), L->nr, L->cg, ts));
-        else if (s->blocked)     /* one A block: MC rows of a K block */
+        s->wx = method == I2R_BLOCKED && !g->nhwc && !L->depthwise;
+        s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise && !s->wx;
+        if (s->wx) {             /* im2col panels, as many as half the L2 holds */
+            const int64_t panel = MUL3(L->k, L->nr, ts);
+            s->wx_panels = max64(1, min64(cdiv(chunk, L->nr), l2_cache_bytes() / 2 / panel));
+            s->abytes = round_up64(mul_sat(s->wx_panels, panel));
+        } else if (s->blocked)   /* one A block: MC rows of a K block */
             s->abytes = round_up64(MUL4(L->mr, MC_TILES, k_block(L->k), ts));
         else if (!s->direct)     /* the chunk's whole im2row matrix */
             s->abytes = round_up64(MUL3(chunk, L->k, ts));
         s->thread_bytes = s->abytes;
-        if (!g->nhwc && !s->pointwise_nchw) {
+        if (!g->nhwc && !s->wx) {
             /* the GEMM result before its transpose into NCHW, and the input rows transposed
              * out of NCHW: blocked, every image the chunk touches; else at most one image */
             int64_t images = s->blocked ? min64(g->n, cdiv(chunk, g->oh * g->ow) + 1) : 1;
@@ -207,7 +209,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
      * read of each line before it is written (measured: a 3 -> 64 channel 3x3 layer on a
      * 180x320 map, 14 MiB of output, 4.2 -> 2.3 ms). Deeper layers hide the stores behind
      * their FMAs and gained nothing; a 3 MiB output lost (it would have stayed in L3). */
-    s->stream = g->nhwc && mul_sat(L->k, ts) <= STREAM_MAX_K_BYTES &&
+    s->stream = (g->nhwc || s->wx) && mul_sat(L->k, ts) <= STREAM_MAX_K_BYTES &&
                 MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
     s->threads = min64(nthreads, s->ntasks);
 #ifndef I2R_HAVE_OPENMP
@@ -240,7 +242,6 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
 }
 
 /* 1x1 weights are also kept as A rows, for pointwise NCHW. */
-int has_rows(const i2r_layout *L) { return L->kh == 1 && L->kw == 1 && !L->depthwise; }
 
 /* Bytes of the packed panels (every rotation). */
 int64_t panel_bytes(const i2r_layout *L)
@@ -248,16 +249,13 @@ int64_t panel_bytes(const i2r_layout *L)
     return MUL4(L->groups, L->nrot, rotation_size(L), (int64_t)dtype_size(L->dtype));
 }
 
-/* Bytes of the packed weights (the panels if packed, the rows of 1x1 weights) and of the
- * padded bias. */
+/* Bytes of the packed weights (the panels, if packed) and of the padded bias. */
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes)
 {
     int64_t ts = (int64_t)dtype_size(L->dtype);
     int64_t bias_width = L->depthwise ? L->ocg : L->npanels * L->nr;
     *pbytes = panels ? panel_bytes(L) : 0;
-    if (has_rows(L))
-        *pbytes = add_sat(round_up64(*pbytes), MUL4(L->groups, L->ocg, L->cg, ts));
     *bbytes = with_bias ? MUL3(L->groups, bias_width, ts) : 0;
 }
 
@@ -299,7 +297,7 @@ int i2r_pack_flags(i2r_method method, const i2r_geom *g)
     int depthwise = g->groups > 1 && g->c == g->groups && g->oc == g->groups;
     if (method == I2R_STRIP)
         return I2R_PACK_ROTATIONS;
-    return is_pointwise(g) && !g->nhwc && !depthwise ? I2R_PACK_ROWS_ONLY : 0;
+    return method == I2R_BLOCKED && !g->nhwc && !depthwise ? I2R_PACK_ROWS_ONLY : 0;
 }
 
 /* "auto": the strip when its column GEMMs are long and fill the register tiles (OH rows
