@@ -337,22 +337,24 @@ def test_compiled_tile_edges(case, method, isa, debug_strip):
     check_compiled(case, method)
 
 
-# NHWC results of few products each and several L2 caches in size are streamed past the
-# caches (full, aligned panels; the others stored as usual): 3 -> 70 channels leaves a partial
-# panel, float64 doubles the bytes.
+# Results of few products each and several L2 caches in size are streamed past the caches
+# (full, aligned panels; the others stored as usual): NHWC, and NCHW through "blocked" (W*X,
+# whose rows are 64-byte aligned when OH*OW is a multiple of 16: 128x256). 3 -> 70 channels
+# leaves a partial panel, float64 doubles the bytes.
 STREAM_CASES = [Case("stream-3-70-130x260", n=1, c=3, h=130, w=260, oc=70, padding=1),
-                Case("stream-n2-s2", n=2, c=4, h=250, w=260, oc=64, stride=(2, 1), padding=1)]
+                Case("stream-n2-s2", n=2, c=4, h=250, w=260, oc=64, stride=(2, 1), padding=1),
+                Case("stream-3-70-128x256", n=1, c=3, h=128, w=256, oc=70, padding=1)]
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)
 @pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_compiled_streamed_results(case, method):
-    check_compiled(case, method, layouts=("NHWC",))    # out= at NumPy's 16-byte alignment
-    for dtype in DTYPES:                                 # results the package allocates
+    check_compiled(case, method)        # out= at NumPy's 16-byte alignment
+    for layout, dtype in itertools.product(LAYOUTS, DTYPES):   # results the package allocates
         x, w, b, ref = data(case, dtype)
-        res = conv(case, x, w, b, "NHWC", method, num_threads=2)
+        res = conv(case, x, w, b, layout, method, num_threads=2)
         assert res.ctypes.data % 64 == 0
-        check_close(res, ref, case, dtype, "NHWC", method)
+        check_close(res, ref, case, dtype, layout, method)
 
 
 ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]

@@ -23,11 +23,13 @@ static inline void FN(zero_channels)(T *dst, int64_t n)
 }
 
 
-/* dst[m] = src[m*step] for m < n (the buffers do not overlap); step 2 spelled out, so that
- * the compiler vectorises it. */
+/* dst[m] = src[m*step] for m < n (the buffers do not overlap); steps 1 and 2 spelled out,
+ * so that the compiler vectorises them. */
 static void FN(copy_strided)(T *restrict dst, const T *restrict src, int64_t n, int64_t step)
 {
-    if (step == 2) {
+    if (step == 1) {
+        FN(copy_channels)(dst, src, n);
+    } else if (step == 2) {
         for (int64_t m = 0; m < n; m++)
             dst[m] = src[2 * m];
     } else {

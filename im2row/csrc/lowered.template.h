@@ -142,39 +142,47 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
 /* Panels [b0, b0 + np) of the im2col matrix of one image and group: panel b holds, for each
  * k = (c, kh, kw) in OIHW order, the input values tap (kh, kw) of channel c reads for output
  * pixels q0 + b*NR ... q0 + b*NR + NR - 1 (row-major (oh, ow); zeros past npix and in the
- * padding). x_img: the image's first channel of the group. Along an output row the values a
- * tap reads are sw apart in one input row, so each (k, row run) is one (strided) copy. */
+ * padding). x_img: the image's first channel of the group. A panel covers runs of pixels
+ * along output rows; along a run the values a tap reads are sw apart in one input row, so
+ * each (run, k) is one (strided) copy, and what depends on the run and kw (where the row's
+ * valid part starts and ends) is worked out once per panel, not per k. */
 static void FN(lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
                              int64_t q0, int64_t npix, int64_t b0, int64_t np, T *panels)
 {
-    const int64_t NR = L->nr, K = L->k, taps = g->kh * g->kw, plane = g->h * g->w;
+    const int64_t NR = L->nr, K = L->k, KH = g->kh, KW = g->kw, CG = L->cg;
+    const int64_t plane = g->h * g->w, SW = g->sw;
     for (int64_t b = b0; b < b0 + np; b++) {
         T *panel = panels + (b - b0) * K * NR;
         const int64_t first = b * NR, cnt = min64(NR, npix - first);
-        for (int64_t k = 0; k < K; k++) {
-            const int64_t c = k / taps, t = k % taps, kh = t / g->kw, kw = t % g->kw;
-            const T *xc = x_img + c * plane;
-            T *dst = panel + k * NR;
-            for (int64_t i = 0; i < cnt;) {   /* one run per output row the panel touches */
-                const int64_t q = q0 + first + i, oh = q / g->ow, ow = q % g->ow;
-                const int64_t run = min64(cnt - i, g->ow - ow);
-                const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
-                const int64_t iw0 = ow * g->sw + kw * g->dw - g->pl;
-                if (ih < 0 || ih >= g->h) {
-                    FN(zero_channels)(dst + i, run);
-                } else {   /* outputs [lo, hi) of the run read inside the row */
-                    const int64_t lo = min64(run, iw0 < 0 ? cdiv(-iw0, g->sw) : 0);
-                    const int64_t hi = max64(lo, min64(run, iw0 >= g->w ? 0 :
-                                                       cdiv(g->w - iw0, g->sw)));
-                    FN(zero_channels)(dst + i, lo);
-                    FN(copy_strided)(dst + i + lo, xc + ih * g->w + iw0 + lo * g->sw,
-                                     hi - lo, g->sw);
-                    FN(zero_channels)(dst + i + hi, run - hi);
-                }
-                i += run;
+        int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
+        for (int64_t i = 0; i < cnt;) {   /* one run per output row the panel touches */
+            const int64_t run = min64(cnt - i, g->ow - ow);
+            for (int64_t kw = 0; kw < KW; kw++) {
+                /* outputs [lo, hi) of the run read inside the input row, from column iw0 */
+                const int64_t iw0 = ow * SW + kw * g->dw - g->pl;
+                const int64_t lo = iw0 >= 0 ? 0 : min64(run, cdiv(-iw0, SW));
+                const int64_t hi = iw0 >= g->w ? lo : max64(lo, min64(run, cdiv(g->w - iw0, SW)));
+                T *dst = panel + kw * NR + i;
+                const T *src = x_img + iw0 + lo * SW;
+                for (int64_t c = 0; c < CG; c++)
+                    for (int64_t kh = 0; kh < KH; kh++, dst += KW * NR) {
+                        const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
+                        if (ih < 0 || ih >= g->h) {
+                            FN(zero_channels)(dst, run);
+                            continue;
+                        }
+                        FN(zero_channels)(dst, lo);
+                        FN(copy_strided)(dst + lo, src + c * plane + ih * g->w, hi - lo, SW);
+                        FN(zero_channels)(dst + hi, run - hi);
+                    }
             }
-            FN(zero_channels)(dst + cnt, NR - cnt);
+            i += run;
+            ow = 0;
+            oh++;
         }
+        if (cnt < NR)
+            for (int64_t k = 0; k < K; k++)
+                FN(zero_channels)(panel + k * NR + cnt, NR - cnt);
     }
 }
 
