@@ -5,6 +5,7 @@ C-contiguous arrays to either the compiled kernels (``_native``) or the NumPy co
 (``_numpy_conv``).
 """
 import threading
+import time
 
 import numpy as np
 
@@ -19,6 +20,11 @@ __version__ = "0.1.0"
 
 COMPILED_METHODS = ("i2r", "im2row", "blocked")
 ACTIVATIONS = (None, "relu")
+# What tuning plans measured: (geometry, threads, kernel level, dtype) -> the compiled method
+# "auto" runs there. Only methods whose results are bit-identical compete (see
+# tuning_candidates), so what is stored changes speeds, never a result.
+_WISDOM = {}
+TUNE_MARGIN = 1.05   # another method replaces the planner's choice only when this much faster
 
 
 class Conv2d:
@@ -36,6 +42,12 @@ class Conv2d:
     method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy"}
     activation : {None, "relu"}
         Fused into the kernels' epilogue.
+    tune : bool, default False
+        With ``method="auto"``: the first call on each input shape (and thread count) also
+        times the compiled methods whose results are bit-identical to the planner's choice
+        there (NHWC, at least 32 channels per group: "i2r" and "blocked") and keeps the
+        fastest, in this plan and for every later "auto" call in the process (``conv2d``
+        included). Results never depend on it; only that first call is slower.
 
     The plan keeps its own copy of the weights: changing ``weight`` afterwards does not change
     the plan. Calling one plan from several Python threads at once is safe.
@@ -50,9 +62,12 @@ class Conv2d:
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 layout="NCHW", method="auto", activation=None):
+                 layout="NCHW", method="auto", activation=None, tune=False):
         self._setup(weight, bias, stride, padding, dilation, groups, layout, method,
                     activation, "Conv2d", copy=True)
+        if not isinstance(tune, bool):
+            raise TypeError(f"Conv2d: tune must be True or False, got {tune!r}")
+        self.tune = tune
         if method not in ("numpy", "im2col") and _backend.native is not None:
             # "i2r" wants a copy of the weights per strip rotation where the kernel is packed
             # that way (depthwise and few channels); "auto" packs those only when it first
@@ -98,6 +113,8 @@ class Conv2d:
         self.in_channels, self.out_channels = cg * groups, oc
         self.kernel_size = (kh, kw)
         self._packed = None
+        self.tune = False
+        self._tuned = set()    # (x_shape, nthreads) whose candidates were timed
         self._prepared = {}    # see _prepare
         self._lock = threading.Lock()
 
@@ -152,6 +169,8 @@ class Conv2d:
         spec = self._spec(x_shape, op)
         geometry = spec_geometry(spec)
         method = self._resolve(spec, geometry)
+        if self.method == "auto" and method in COMPILED_METHODS:
+            method = _WISDOM.get(wisdom_key(spec, geometry, nthreads), method)
         if method in COMPILED_METHODS:
             check_kernel_sizes(spec, geometry, method, nthreads, op)
         if len(self._prepared) >= 64:   # bounded: plans may see many input sizes
@@ -178,6 +197,8 @@ class Conv2d:
         check_same_dtype(x, self.dtype, op)
         nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
         spec, method, geometry = self._prepare(x.shape, nthreads, op)
+        if self.tune and (x.shape, nthreads) not in self._tuned:
+            method = self._tune(x, spec, method, geometry, nthreads, op)
         if out is None:
             out = empty_aligned(spec.out_shape, spec.dtype)
         else:
@@ -209,6 +230,33 @@ class Conv2d:
             np.maximum(out, 0, out=out)
         return out, info
 
+    def _tune(self, x, spec, method, geometry, nthreads, op):
+        """Time the candidates of an "auto" call (tuning_candidates) on x, keep the fastest
+        (the planner's choice unless another is TUNE_MARGIN faster); returns it."""
+        key = (x.shape, nthreads)
+        candidates = (tuning_candidates(spec, geometry, method)
+                      if x.size and self.method == "auto" else ())
+        if len(candidates) > 1:
+            x4 = np.require(x if spec.batched else x[None], requirements=("C", "A"))
+            out4 = empty_aligned((spec.n,) + spec.out_shape[-3:], spec.dtype)
+            times = {}
+            for m in candidates:
+                packed = self._packed_for(m)
+                packed.run(x4, out4, geometry, m, nthreads, False)   # warm: caches, pages
+                best = float("inf")
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    packed.run(x4, out4, geometry, m, nthreads, False)
+                    best = min(best, time.perf_counter() - t0)
+                times[m] = best
+            fastest = min(times, key=times.get)
+            if times[fastest] * TUNE_MARGIN < times[method]:
+                method = fastest
+            _WISDOM[wisdom_key(spec, geometry, nthreads)] = method
+            self._prepared[key] = (spec, method, geometry)
+        self._tuned.add(key)
+        return method
+
     def _add_bias(self, out4, spec):
         if self.bias is not None:
             if spec.layout == "NCHW":
@@ -233,6 +281,23 @@ class Conv2d:
 def choose_compiled_method(spec, geometry):
     """What "auto" runs when the extension is there: the C planner's choice."""
     return _backend.native.choose_method(geometry, _backend.isa(), spec.dtype.itemsize == 8)
+
+
+def wisdom_key(spec, geometry, nthreads):
+    return geometry, nthreads, _backend.isa(), spec.dtype.char
+
+
+def tuning_candidates(spec, geometry, method):
+    """The compiled methods a tuning plan may time against the planner's `method`: those that
+    sum every output's products in the same order, so that any of them gives the same bits
+    (tests/test_conv_grid.py::test_compiled_methods_sum_in_one_order). The C planner knows
+    where: "i2r" and "blocked" on NHWC with enough channels per group (fewer pack the strip's
+    rotations apart; depthwise kernels have their own order; NCHW "blocked" is W*X, in the
+    OIHW order)."""
+    if method not in ("i2r", "blocked") or not _backend.native.one_sum_order(
+            geometry, _backend.isa(), spec.dtype.itemsize == 8):
+        return ()
+    return ("i2r", "blocked")
 
 
 def check_kernel_sizes(spec, geometry, method, nthreads, op):

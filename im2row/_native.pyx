@@ -33,6 +33,7 @@ cdef extern from "i2r.h" nogil:
     int i2r_rotations_ready(const i2r_weights *w)
     int i2r_pack_flags(i2r_method method, const i2r_geom *g)
     i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     void i2r_release_buffers()
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
                            int nthreads, int rotations, int with_bias, i2r_stats *stats)
@@ -122,6 +123,14 @@ def choose_method(tuple geom, str isa, bint f64):
     cdef i2r_geom g
     _fill_geom(&g, geom)
     return METHODS[<int>i2r_choose_method(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g)]
+
+
+def one_sum_order(tuple geom, str isa, bint f64):
+    """Whether "i2r" and "blocked" give the same bits on this geometry (the C planner's
+    layout decides: i2r_one_sum_order)."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    return bool(i2r_one_sum_order(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g))
 
 
 def pack_flags(tuple geom, str method):

@@ -83,6 +83,11 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
 /* The method "auto" runs for this geometry (the planner's rule; see plan.c). */
 i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 
+/* 1 if I2R_STRIP and I2R_BLOCKED sum every output's products in the same order here (NHWC,
+ * one packed copy walked in tap order: not depthwise, enough channels), so that either gives
+ * the same bits (what lets a plan time them against each other). */
+int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
+
 /* y = conv(x, w): x and y as in the conventions above, y never aliasing x. debug_nan fills
  * scratch with NaN first so that a read of an unwritten value shows in y. */
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,

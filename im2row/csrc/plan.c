@@ -305,6 +305,16 @@ int i2r_pack_flags(i2r_method method, const i2r_geom *g)
     return method == I2R_BLOCKED && !g->nhwc && !depthwise ? I2R_PACK_ROWS_ONLY : 0;
 }
 
+int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+{
+    i2r_layout L;
+    if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || !g->nhwc)
+        return 0;
+    make_layout(&L, dtype, isa, g->groups, g->kh, g->kw, g->c / g->groups, g->oc / g->groups,
+                g->sw, g->dw, 1);
+    return !L.rotated_copies;
+}
+
 /* "auto": the strip when its column GEMMs are long and fill the register tiles (OH rows
  * each); else the im2row matrix lowered block by block (short columns would leave the tiles
  * half empty and stream every weight once per column), and always for pointwise layers,
