@@ -18,6 +18,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef struct i2r_geom:
         int64_t n, c, h, w, oc, kh, kw, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow
         int nhwc
+        int64_t ow0
     ctypedef struct i2r_stats:
         int64_t workspace_bytes, copied_values, threads, packed_bytes
     ctypedef struct i2r_weights:
@@ -70,7 +71,7 @@ cdef i2r_isa _isa_code(str name) except *:
 
 cdef void _fill_geom(i2r_geom *g, tuple geom) except *:
     (g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw, g.groups, g.sh, g.sw, g.dh, g.dw,
-     g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc) = geom
+     g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc, g.ow0) = geom
 
 
 cdef _check(i2r_status status, str what):
