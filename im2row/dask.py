@@ -245,7 +245,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     Examples
     --------
     >>> import numpy as np, dask.array as da, im2row.dask
-    >>> x = da.ones((1, 3, 64, 64), np.float32, chunks=(1, 3, 32, 32))
+    >>> x = da.ones((1, 3, 64, 64), dtype=np.float32, chunks=(1, 3, 32, 32))
     >>> w = np.ones((8, 3, 3, 3), np.float32)
     >>> y = im2row.dask.conv2d(x, w, padding="same")
     >>> y.chunks[2:], float(y[0, 0, 10, 10].compute())
