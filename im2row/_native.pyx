@@ -46,6 +46,17 @@ _ISA_NAMES = ("generic", "avx2", "avx512")
 METHODS = ("i2r", "im2row", "blocked")
 
 
+cdef bint _one_thread = False
+
+
+def run_on_one_thread():
+    """From now on every kernel call runs on one thread. im2row._backend calls it in the child
+    of a fork when GNU OpenMP is loaded: libgomp's thread pool does not survive fork(), and a
+    parallel region of more than one thread would hang the child."""
+    global _one_thread
+    _one_thread = True
+
+
 def cpu_isa():
     """The best kernel level this CPU supports: 'generic', 'avx2' or 'avx512'."""
     return _ISA_NAMES[<int>i2r_cpu_isa()]
@@ -89,6 +100,8 @@ def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotati
     cdef i2r_geom g
     cdef i2r_stats st
     _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
     _check(i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
                        _method_code(method), nthreads, rotations, with_bias, &st),
            "predict")
@@ -171,6 +184,8 @@ cdef class PackedWeights:
         cdef i2r_stats st
         cdef i2r_status status
         _fill_geom(&g, geom)
+        if _one_thread:
+            nthreads = 1
         cdef i2r_method code = _method_code(method)
         if self.f64:
             status = _conv[double](self.w, &g, code, nthreads, debug_nan, x, y, &st)
