@@ -235,8 +235,8 @@ def test_import_error_without_dask():
 def cluster_client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None,
-                                       worker_dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                       worker_dashboard_address="127.0.0.1:0")
     client = distributed.Client(cluster)
     try:
         yield client
@@ -274,5 +274,28 @@ def test_distributed_packs_once_per_worker_and_threads(cluster_client):
     assert set(after) == set(before) and len(after) == 2
     # each worker ran tasks of this graph: it packed these weights exactly once
     assert sorted(after[k] - before[k] for k in after) == [1, 1], (before, after)
-    # one thread per worker, no "cores" resource: one kernel thread per task
-    assert set(client.run(idask.task_threads, 100).values()) == {1}
+    # one thread per worker, no "cores" resource: one kernel thread per task (asked inside a
+    # task on each worker: client.run is not a task, get_worker() fails there)
+    assert _task_threads_per_worker(client) == [1, 1]
+
+
+def _task_threads_per_worker(client):
+    return [client.submit(idask.task_threads, 100, workers=[addr], allow_other_workers=False,
+                          pure=False).result()
+            for addr in sorted(client.scheduler_info()["workers"])]
+
+
+def test_distributed_thread_budget_from_cores_resource():
+    """A worker that declares its cores as a resource: kernel threads = cores // nthreads."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, resources={"cores": 2},
+                                  processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        assert _task_threads_per_worker(client) == [2]
+        x, wt, b, kw_args = _case(GEOMS[11], "NHWC", np.float32, seed=5)
+        y = idask.conv2d(da.from_array(x, chunks=(1, 20, -1, -1)), wt, b, layout="NHWC",
+                         **kw_args)
+        got = client.compute(y).result()
+        assert np.array_equal(got, im2row.conv2d(x, wt, b, layout="NHWC", **kw_args))
