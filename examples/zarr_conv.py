@@ -18,7 +18,7 @@ resetting it through /proc/self/clear_refs; its growth over the RSS at the start
 comparison, the in-memory kernels on the same chunk size: im2row.Conv2d on one chunk plus its
 halo, with each worker's thread budget, times the workers. What a worker holds grows with the
 number of chunks in a row of the image (dask keeps a chunk until its neighbours' halos are cut
-from it), not with the store's size: measured, 4.7-5.0 GiB per worker for a 26 GiB store of
+from it), not with the store's size: measured, 4.6-4.9 GiB per worker for a 26 GiB store of
 21 x 20 chunks of 64 MiB (README, "Larger than memory").
 
 `check` compares the output with im2row.conv2d on the whole input (small stores only), bit
