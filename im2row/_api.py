@@ -322,12 +322,14 @@ def empty_aligned(shape, dtype, alignment=64):
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def spec_geometry(spec):
-    """The tuple the extension's kernels take."""
+def spec_geometry(spec, col_origin=0):
+    """The tuple the extension's kernels take. col_origin: the global index of output column
+    0 when the call computes a window of a larger output (im2row.dask), so that "i2r" sums
+    each column exactly as the whole call does."""
     pt, pb, pl, pr = spec.padding
     return (spec.n, spec.c, spec.h, spec.w, spec.oc, spec.kh, spec.kw, spec.groups,
             spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
-            pt, pb, pl, pr, spec.oh, spec.ow, spec.layout == "NHWC")
+            pt, pb, pl, pr, spec.oh, spec.ow, spec.layout == "NHWC", col_origin)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",

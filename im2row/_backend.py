@@ -31,6 +31,24 @@ else:
         else:
             unavailable_reason = f"the compiled extension im2row._native failed to import: {exc}"
 
+def _gnu_openmp_loaded():
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:   # not Linux: no libgomp to worry about (macOS, Windows use others)
+        return False
+
+
+def _after_fork_in_child():
+    # GNU OpenMP's thread pool does not survive fork(): a multi-threaded region in the child
+    # of a parent that ran one hangs. PyTorch does the same (one thread after fork).
+    if _gnu_openmp_loaded():
+        native.run_on_one_thread()
+
+
+if native is not None and native.openmp() and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 if native is None:
     warnings.warn(f"im2row: using the NumPy fallback ({unavailable_reason}); "
                   f"method='auto' will use method='numpy'", RuntimeWarning, stacklevel=3)
@@ -85,7 +103,13 @@ def require_native(method):
 
 
 def cpu_count():
+    """Threads a call uses by default: the CPUs this process may run on, capped by the OpenMP
+    runtime's own limit, so that OMP_NUM_THREADS and threadpoolctl's threadpool_limits (which
+    call omp_set_num_threads in every OpenMP runtime loaded) limit im2row's pool too."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    if native is not None and native.openmp():
+        n = min(n, max(1, native.max_threads()))
+    return n

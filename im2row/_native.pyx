@@ -18,6 +18,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef struct i2r_geom:
         int64_t n, c, h, w, oc, kh, kw, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow
         int nhwc
+        int64_t ow0
     ctypedef struct i2r_stats:
         int64_t workspace_bytes, copied_values, threads, packed_bytes
     ctypedef struct i2r_weights:
@@ -52,6 +53,17 @@ _ISA_NAMES = ("generic", "avx2", "avx512")
 METHODS = ("i2r", "im2row", "blocked")
 
 
+cdef bint _one_thread = False
+
+
+def run_on_one_thread():
+    """From now on every kernel call runs on one thread. im2row._backend calls it in the child
+    of a fork when GNU OpenMP is loaded: libgomp's thread pool does not survive fork(), and a
+    parallel region of more than one thread would hang the child."""
+    global _one_thread
+    _one_thread = True
+
+
 def cpu_isa():
     """The best kernel level this CPU supports: 'generic', 'avx2' or 'avx512'."""
     return _ISA_NAMES[<int>i2r_cpu_isa()]
@@ -77,7 +89,7 @@ cdef i2r_isa _isa_code(str name) except *:
 
 cdef void _fill_geom(i2r_geom *g, tuple geom) except *:
     (g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw, g.groups, g.sh, g.sw, g.dh, g.dw,
-     g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc) = geom
+     g.pt, g.pb, g.pl, g.pr, g.oh, g.ow, g.nhwc, g.ow0) = geom
 
 
 # the size that saturated, in the planner's terms (i2r_predict); see SizeError
@@ -107,6 +119,8 @@ def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotati
     cdef i2r_geom g
     cdef i2r_stats st
     _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
     status = i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
                          _method_code(method), nthreads, rotations, with_bias, &st)
     if status == I2R_ETOOBIG:
@@ -230,6 +244,8 @@ cdef class PackedWeights:
         cdef i2r_stats st
         cdef i2r_status status
         _fill_geom(&g, geom)
+        if _one_thread:
+            nthreads = 1
         cdef i2r_method code = _method_code(method)
         if self.f64:
             status = _conv[double](self.w, &g, code, nthreads, debug_nan, x, y, &st)

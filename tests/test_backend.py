@@ -289,7 +289,10 @@ def test_workspace_bytes_matches_kernels(g, method, layout, dtype, isa):
         res, info = plan.measure(x, num_threads=threads)
         assert info["method"] == ws["method"]
         assert ws["method"] in ("i2r", "im2row", "blocked")
-        assert info["workspace"] == ws["workspace"], (threads, info, ws)
+        # (info["workspace"] and ws["workspace"] come from the same C schedule, so comparing
+        # them tests nothing: test_workspace_against_the_design checks the workspace against
+        # formulas written from the design instead.) The copy counts do come from different
+        # code: the kernels count what they copy, workspace_bytes walks the schedule.
         assert info["copied"] == ws["copied"], (threads, info, ws)
         assert 1 <= info["threads"] <= threads
         assert plan._packed.nbytes == ws["packed_weights"]
@@ -300,8 +303,46 @@ def test_workspace_bytes_matches_kernels(g, method, layout, dtype, isa):
         ws1 = im2row.workspace_bytes(x.shape[1:], w.shape, layout=layout, method=method,
                                      num_threads=threads, dtype=dtype, **kwargs)
         _, info1 = plan.measure(x[0], num_threads=threads)
-        assert (info1["workspace"], info1["copied"]) == (ws1["workspace"], ws1["copied"])
+        assert info1["copied"] == ws1["copied"]
+        assert info1["workspace"] == info["workspace"] or g["n"] > 1
     assert ws["packed_weights"] >= w.size * np.dtype(dtype).itemsize
+
+
+def _round64(nbytes):
+    return -(-nbytes // 64) * 64
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("g", WS_GEOMS, ids=WS_IDS)
+def test_workspace_against_the_design(g, dtype, isa):
+    """The scratch a call reports, against what the README says each method keeps, computed
+    here from the geometry alone: "i2r" (NHWC, one image) one strip per thread, the padded
+    input rows x KW columns x C/groups channels; "blocked" (NHWC) one A block per thread,
+    MR*8 rows of the K = KH*KW*C/groups values (K up to 1152 is not split)."""
+    x, w, kwargs = _ws_case(g, "NHWC", dtype)
+    x = x[:1]
+    kh, kw = g["k"]
+    groups = g.get("groups", 1)
+    cg = g["c"] // groups
+    if groups == g["c"] or (kh, kw) == (1, 1) or kh * kw * cg > 1152:
+        pytest.skip("depthwise, pointwise and split-K layers keep other buffers")
+    itemsize = np.dtype(dtype).itemsize
+    stride, dil = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+    sh = stride if isinstance(stride, int) else stride[0]
+    dh = dil if isinstance(dil, int) else dil[0]
+    for threads in (1, 2):
+        _, info = im2row.Conv2d(w, layout="NHWC", method="i2r", **kwargs).measure(
+            x, num_threads=threads)
+        oh = im2row.conv2d(x, w, layout="NHWC", **kwargs).shape[1]
+        strip_rows = (oh - 1) * sh + (kh - 1) * dh + 1
+        strip = _round64(strip_rows * kw * cg * itemsize)
+        assert info["workspace"] == info["threads"] * strip, (threads, info, strip)
+        _, info = im2row.Conv2d(w, layout="NHWC", method="blocked", **kwargs).measure(
+            x, num_threads=threads)
+        mr = {"generic": 4, "avx2": 6, "avx512": 14}[isa]   # the register tile's rows
+        block = _round64(mr * 8 * kh * kw * cg * itemsize)
+        assert info["workspace"] == info["threads"] * block, (threads, info, block)
 
 
 @pytest.mark.parametrize("method", ["numpy", "im2col"])

@@ -2,8 +2,15 @@
  * applies to this file only; select_kernels_* return them only on CPUs that have AVX2 and FMA. */
 #include "gemm.h"
 #ifdef I2R_X86
+/* every function of this file gets the target; clang ignores "#pragma GCC target" (the
+ * attribute push applies it there), gcc takes the pragma */
+#ifdef __clang__   /* (its intrinsics carry their own target attributes) */
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
+#endif
 
 static inline __m256i lane_mask_32(int n)
 {
@@ -93,4 +100,7 @@ void transpose_f64_4x4_avx2(const double *src, size_t src_ld, double *dst, size_
     _mm256_storeu_pd(dst + 2 * dst_ld, _mm256_permute2f128_pd(t0, t2, 0x31));
     _mm256_storeu_pd(dst + 3 * dst_ld, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #endif

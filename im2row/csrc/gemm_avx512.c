@@ -3,8 +3,13 @@
  * stores handle the OC tail. select_kernels_* return them only on CPUs with AVX-512F. */
 #include "gemm.h"
 #ifdef I2R_X86
+#ifdef __clang__   /* see gemm_avx2.c */
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
 #pragma GCC target("avx512f")
 #include <immintrin.h>
+#endif
 
 #define LANES(n) ((__mmask16)((1u << (n)) - 1u))
 
@@ -51,4 +56,7 @@
 #define DWV 4
 #define DWR 4
 #include "dwconv_ukernel.template.h"
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #endif

@@ -35,6 +35,10 @@ typedef struct {
     int64_t pt, pb, pl, pr;    /* padding: top, bottom, left, right */
     int64_t oh, ow;            /* output */
     int nhwc;                  /* 1: NHWC input and output, 0: NCHW */
+    int64_t ow0;               /* I2R_STRIP: global index of this call's output column 0 when
+                                  the call computes a window of a larger output (0 otherwise):
+                                  the strip rotation of a column follows its global index, so a
+                                  window's columns are summed exactly as in the whole call */
 } i2r_geom;
 
 /* What one call allocates and writes (i2r_predict computes it; i2r_conv reports it). */

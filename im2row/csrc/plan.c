@@ -269,7 +269,7 @@ int geometry_matches(const i2r_layout *L, const i2r_geom *g)
     return g->groups == L->conv_groups && g->kh == L->kh && g->kw == L->kw &&
            g->c == L->cg * L->groups && g->oc == L->ocg * L->groups && g->sw == L->sw &&
            g->dw == L->dw && g->n > 0 && g->h > 0 && g->w > 0 && g->oh > 0 && g->ow > 0 &&
-           L->cg > 0 && L->ocg > 0;
+           L->cg > 0 && L->ocg > 0 && g->ow0 >= 0;
 }
 
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,

@@ -106,7 +106,9 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
     position_to_chain(p0, g->ow, t, &r, &q);
     for (int64_t p = p0; p < p1; p++) {
         int64_t len = (g->ow - r + t - 1) / t, j = r + q * t;
-        int64_t rot = L->rot_step ? (q * L->rot_step) % KW : 0;
+        /* the rotation of global column j + ow0 (its chain index (j + ow0) / t; = q when
+         * ow0 = 0), so that windows of a larger output sum as the whole call does */
+        int64_t rot = L->rot_step ? ((j + g->ow0) / t * L->rot_step) % KW : 0;
         int64_t taps = step_new_taps(L, p == p0, q);
         for (int64_t b = 0; b < nimg; b++)
             for (int64_t kw = KW - taps; kw < KW; kw++)
