@@ -23,40 +23,30 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
     }
 }
 
-static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_method method,
-                           int nthreads, int debug_nan, const void *xv, void *yv,
-                           i2r_stats *stats)
+/* One thread's share of a call: its scratch, then tasks taken dynamically (the loop is the
+ * enclosing parallel region's, or the whole of it on one thread). Returns the values it
+ * copied; sets *failed when its scratch could not be had. */
+static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
+                               const schedule *sp, i2r_method method, int debug_nan,
+                               const T *x, T *y, int *failed)
 {
     const i2r_layout *L = &w->L;
-    const T *x = (const T *)xv;
-    T *y = (T *)yv;
-    schedule s;
-    make_schedule(&s, L, g, method, nthreads);
-    if (s.wx ? !w->rows : !w->has_panels)   /* packed without what this needs */
-        return I2R_EINVAL;
-    if (s.thread_bytes >= SIZE_LIMIT)   /* i2r_predict says so first */
-        return I2R_ETOOBIG;
+    const schedule s = *sp;
     const int64_t x_image = g->c * g->h * g->w, y_image = g->oc * g->oh * g->ow;
     const int64_t abytes = s.abytes, cbytes = s.cbytes;
     int64_t copied = 0;
-    int failed = 0;
-
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
-#endif
-    {
         int64_t capacity;
         T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
         k_run *runs = malloc((size_t)(2 * g->kh) * sizeof *runs);   /* strip_runs */
         if ((s.thread_bytes && !scratch) || !runs)
-            failed = 1;
+            *failed = 1;
         else
             FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
 #ifdef I2R_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
         for (int64_t task = 0; task < s.ntasks; task++) {
-            if (failed)
+            if (*failed)
                 continue;
             int64_t b = task % s.parts;
             if (s.plane) {
@@ -90,6 +80,32 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
         store_fence();   /* before the barrier: the results are read after it */
         buffer_free(scratch, capacity);
         free(runs);
+    return copied;
+}
+
+static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_method method,
+                           int nthreads, int debug_nan, const void *xv, void *yv,
+                           i2r_stats *stats)
+{
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    schedule s;
+    make_schedule(&s, &w->L, g, method, nthreads);
+    if (s.wx ? !w->rows : !w->has_panels)   /* packed without what this needs */
+        return I2R_EINVAL;
+    if (s.thread_bytes >= SIZE_LIMIT)   /* i2r_predict says so first */
+        return I2R_ETOOBIG;
+    int64_t copied = 0;
+    int failed = 0;
+    /* one thread: no OpenMP region at all (a one-thread region between two-thread ones made
+     * libgomp retire and wake its worker every call) */
+    if (s.threads > 1) {
+#ifdef I2R_HAVE_OPENMP
+#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
+#endif
+        copied += FN(thread_work)(w, g, &s, method, debug_nan, x, y, &failed);
+    } else {
+        copied = FN(thread_work)(w, g, &s, method, debug_nan, x, y, &failed);
     }
     if (stats) {
         stats->threads = s.threads;
