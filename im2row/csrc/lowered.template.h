@@ -1,4 +1,6 @@
-/* I2R_FULL and I2R_BLOCKED: the traditional im2row matrix, whole per task or lowered one block at a time inside the GEMM; and pointwise NCHW as W * X. Included by conv.c per dtype (T and SFX defined; see driver.h). */
+/* I2R_FULL and I2R_BLOCKED: the traditional im2row matrix, whole per task or lowered one
+ * block at a time inside the GEMM; and I2R_BLOCKED on NCHW as W * im2col panels (wx_task).
+ * Included by conv.c per dtype (T and SFX defined; see driver.h). */
 /* A[i][k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the batch's
  * im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)), kc values a row. */
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,

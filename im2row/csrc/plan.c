@@ -246,7 +246,6 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
     return MUL5(g->n, L->groups, per_image, strip_input_rows(g, s->strip_rows), L->cg);
 }
 
-/* 1x1 weights are also kept as A rows, for pointwise NCHW. */
 
 /* Bytes of the packed panels (every rotation). */
 int64_t panel_bytes(const i2r_layout *L)

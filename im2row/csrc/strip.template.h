@@ -13,7 +13,9 @@
  * kw of j+t. So columns are walked in chains j = r, r+t, r+2t, ... and the taps of chain
  * position q sit in slots rotated by rot = q*m mod KW (tap kw in slot (kw + rot) mod KW): a
  * step writes only the m new taps, into the slots of the m that left. The weights are packed
- * once per rotation (multiples of gcd(m, KW)), so the strip is never shifted. When m >= KW
+ * once per rotation (multiples of gcd(m, KW)) for kernels of fewer than RUN_MIN_CHANNELS
+ * channels and depthwise ones; wider kernels keep one copy and walk the rotated slots in tap
+ * order as K runs (strip_runs in plan.c). Either way the strip is never shifted. When m >= KW
  * consecutive columns share nothing and every step refills all KW slots (rotation 0).
  */
 
