@@ -250,13 +250,20 @@ def onnx_conv_model(onnx, layer, n, weight, bias):
 
 def onnx_session(ort, model_bytes, threads):
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread, every
-    graph optimisation on (ORT_ENABLE_ALL: its NCHWc layout transformation included)."""
+    graph optimisation on (ORT_ENABLE_ALL: its NCHWc layout transformation included).
+
+    Its workers do not spin between runs: a spinning ONNX Runtime pool keeps a core busy after
+    each run and slows whatever is timed next in the round. Measured on a 2-core EPYC at 2
+    threads (3x3 64->64, 56x56, interleaved rounds): im2row.conv2d 2.6-2.9 ms with a spinning
+    session in the rounds, 1.36-1.43 ms without it or with a non-spinning one, whose own time
+    was the same (1.50 vs 1.53 ms)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3          # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
