@@ -40,6 +40,10 @@ cdef extern from "i2r.h" nogil:
                            int nthreads, int rotations, int with_bias, i2r_stats *stats)
     i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
                         int nthreads, int debug_nan, const void *x, void *y, i2r_stats *stats)
+    i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
+                               const void *x, const void *dy, void *dw, i2r_stats *stats)
+    i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
+                                       int nthreads, i2r_stats *stats)
     i2r_isa i2r_cpu_isa()
     int i2r_have_openmp()
     int i2r_max_threads()
@@ -253,3 +257,46 @@ cdef class PackedWeights:
             status = _conv[float](self.w, &g, code, nthreads, debug_nan, x, y, &st)
         _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "conv2d")
         return st.workspace_bytes, st.copied_values, st.threads
+
+
+cdef i2r_status _grad_weight(i2r_isa isa, const i2r_geom *g, int nthreads,
+                             const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                             floating[:, :, :, ::1] dw, i2r_stats *st):
+    cdef const void *xptr = &x[0, 0, 0, 0]
+    cdef const void *dyptr = &dy[0, 0, 0, 0]
+    cdef void *dwptr = &dw[0, 0, 0, 0]
+    cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
+    cdef i2r_status status
+    with nogil:
+        status = i2r_grad_weight(dt, isa, g, nthreads, xptr, dyptr, dwptr, st)
+    return status
+
+
+def grad_weight(x, dy, dw, tuple geom, int nthreads, str isa):
+    """dw = the weight gradient of conv(x) given dy (all C-contiguous 4-D, non-empty, checked
+    by the caller; dw in the layout's weight order). Returns (workspace bytes, threads)."""
+    cdef i2r_geom g
+    cdef i2r_stats st
+    cdef i2r_status status
+    _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
+    if x.dtype.itemsize == 8:
+        status = _grad_weight[double](_isa_code(isa), &g, nthreads, x, dy, dw, &st)
+    else:
+        status = _grad_weight[float](_isa_code(isa), &g, nthreads, x, dy, dw, &st)
+    _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "grad_weight")
+    return st.workspace_bytes, st.threads
+
+
+def predict_grad_weight(tuple geom, int nthreads, str isa, bint f64):
+    """(workspace bytes, values lowered) of one grad_weight call, without running it."""
+    cdef i2r_geom g
+    cdef i2r_stats st
+    _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
+    status = i2r_predict_grad_weight(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
+                                     nthreads, &st)
+    _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "predict")
+    return st.workspace_bytes, st.copied_values

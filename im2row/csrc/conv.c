@@ -1,5 +1,6 @@
-/* The executor (i2r_conv): runs a call's tasks (see plan.c for how they are cut) with the
- * per-dtype loops of the *.template.h files, instantiated here for float and double. */
+/* The executors (i2r_conv, i2r_grad_weight): run a call's tasks (see plan.c for how they are
+ * cut) with the per-dtype loops of the *.template.h files, instantiated here for float and
+ * double. */
 #include "driver.h"
 
 #ifdef I2R_HAVE_OPENMP
@@ -13,6 +14,7 @@
 #include "strip.template.h"
 #include "depthwise.template.h"
 #include "execute.template.h"
+#include "grad_weight.template.h"
 #undef T
 #undef SFX
 
@@ -23,6 +25,7 @@
 #include "strip.template.h"
 #include "depthwise.template.h"
 #include "execute.template.h"
+#include "grad_weight.template.h"
 #undef T
 #undef SFX
 
@@ -34,4 +37,23 @@ i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, 
     if (w->L.dtype == I2R_F64)
         return conv_f64(w, g, method, nthreads, debug_nan, x, y, stats);
     return conv_f32(w, g, method, nthreads, debug_nan, x, y, stats);
+}
+
+i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
+                           const void *x, const void *dy, void *dw, i2r_stats *stats)
+{
+    i2r_layout L;
+    gw_schedule s;
+    i2r_status st = i2r_predict_grad_weight(dtype, isa, g, nthreads, stats);
+    if (st != I2R_OK || nthreads < 1)
+        return st != I2R_OK ? st : I2R_EINVAL;
+    make_gw_layout(&L, dtype, isa, g);
+    make_gw_schedule(&s, &L, g, nthreads);
+    if (g->n * g->oh * g->ow == 0) {   /* no pixel: the gradient is zero */
+        memset(dw, 0, (size_t)(g->oc * L.k) * dtype_size(dtype));
+        return I2R_OK;
+    }
+    if (dtype == I2R_F64)
+        return grad_weight_f64(&L, g, &s, x, dy, dw);
+    return grad_weight_f32(&L, g, &s, x, dy, dw);
 }

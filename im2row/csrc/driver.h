@@ -10,6 +10,8 @@
  *     lowered.template.h   I2R_FULL / I2R_BLOCKED: the im2row matrix, whole or by blocks
  *     depthwise.template.h depthwise convolution of NCHW channel planes
  *     execute.template.h   per-thread scratch and the task loop
+ *     grad_weight.template.h  the weight gradient (i2r_grad_weight), on the same lowering
+ *                          and microkernels
  */
 #ifndef IM2ROW_DRIVER_H
 #define IM2ROW_DRIVER_H
@@ -223,6 +225,17 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
     return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
 }
 
+/* The work split of a weight gradient (grad_weight.template.h): groups x parts tasks, part b
+ * of a group taking units [b*units/parts, (b+1)*units/parts): K panels (NHWC) or input
+ * channels (NCHW). Scratch of one thread: A block, B panels, its share of dW. */
+enum { GW_PB = 256 };   /* pixels of one lowered block: the GEMM's K block */
+#define GW_A_BYTES ((int64_t)256 << 10)    /* NCHW: im2col rows of a task's channels, at most */
+#define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW, at most */
+typedef struct {
+    int64_t ntasks, parts, units, threads;
+    int64_t abytes, bbytes, cbytes, thread_bytes;
+} gw_schedule;
+
 /* A run of K in a GEMM: A values [a, a + len) of each row times packed weight rows
  * [b, b + len). A strip row's taps sit in rotated slots; walking them as runs in tap order
  * (kh, kw, c) makes every method sum each pixel's products in the same order. */
@@ -251,5 +264,7 @@ int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);
 int geometry_matches(const i2r_layout *L, const i2r_geom *g);
+void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
+void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, int nthreads);
 
 #endif

@@ -97,6 +97,15 @@ int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
                     int debug_nan, const void *x, void *y, i2r_stats *stats);
 
+/* The weight gradient of the convolution y = conv(x, w) of geometry g, from dy (shaped as y):
+ * dw in the layout's weight order, C-contiguous: NCHW (OC, C/groups, KH, KW), NHWC (KH, KW,
+ * C/groups, OC); every element written. Each element is summed over the batch's pixels in one
+ * order whatever nthreads is. i2r_predict_grad_weight: its scratch without running it. */
+i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
+                           const void *x, const void *dy, void *dw, i2r_stats *stats);
+i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
+                                   int nthreads, i2r_stats *stats);
+
 /* Free the large blocks kept for reuse by later calls (see buffers.c). */
 void i2r_release_buffers(void);
 

@@ -48,7 +48,7 @@ typedef struct {
 
 
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
-                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a);
+                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, int64_t lda, T *a);
 
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU): A rows at a + i*lda, B the packed panels. K is
  * walked as nruns runs (see k_run): run r multiplies A values [a + run.a, + run.len) of each
@@ -85,7 +85,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                 const T *ablk = a + m0 * lda + run.a + k0;
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
-                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, low->abuf);
+                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, kc, low->abuf);
                     ablk = low->abuf;
                     ald = kc;
                 }

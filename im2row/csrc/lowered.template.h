@@ -1,13 +1,13 @@
 /* I2R_FULL and I2R_BLOCKED: the traditional im2row matrix, whole per task or lowered one
  * block at a time inside the GEMM; and I2R_BLOCKED on NCHW as W * im2col panels (wx_task).
  * Included by conv.c per dtype (T and SFX defined; see driver.h). */
-/* A[i][k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the batch's
- * im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)), kc values a row. */
+/* a[i*lda + k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the
+ * batch's im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)). */
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
-                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, T *a)
+                            int64_t p0, int64_t mc, int64_t k0, int64_t kc, int64_t lda, T *a)
 {
     const int64_t CG = L->cg, opix = g->oh * g->ow;
-    for (int64_t i = 0; i < mc; i++, a += kc) {
+    for (int64_t i = 0; i < mc; i++, a += lda) {
         int64_t p = p0 + i, n = p / opix, oh = p % opix / g->ow, ow = p % g->ow;
         const T *img = src->base + (n - src->n_first) * src->img;
         for (int64_t k = k0; k < k0 + kc;) {
@@ -141,21 +141,22 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
 }
 
 
-/* Panels [b0, b0 + np) of the im2col matrix of one image and group: panel b holds, for each
- * k = (c, kh, kw) in OIHW order, the input values tap (kh, kw) of channel c reads for output
- * pixels q0 + b*NR ... q0 + b*NR + NR - 1 (row-major (oh, ow); zeros past npix and in the
- * padding). x_img: the image's first channel of the group. A panel covers runs of pixels
- * along output rows; along a run the values a tap reads are sw apart in one input row, so
- * each (run, k) is one (strided) copy, and what depends on the run and kw (where the row's
- * valid part starts and ends) is worked out once per panel, not per k. */
-static void FN(lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x_img,
+/* Panels [b0, b0 + np) of the im2col matrix of one image, channels [0, ncg) from x_img on:
+ * panel b (width values a row) holds, for each k = (c, kh, kw) in OIHW order, the input
+ * values tap (kh, kw) of channel c reads for output pixels q0 + b*width ... + width - 1
+ * (row-major (oh, ow); zeros past npix and in the padding). W*X lowers NR-wide panels of a
+ * group's channels; the weight gradient one block of pixels of a few channels. A panel covers
+ * runs of pixels along output rows; along a run the values a tap reads are sw apart in one
+ * input row, so each (run, k) is one (strided) copy, and what depends on the run and kw
+ * (where the row's valid part starts and ends) is worked out once per panel, not per k. */
+static void FN(lower_panels)(const i2r_geom *g, const T *x_img, int64_t ncg, int64_t width,
                              int64_t q0, int64_t npix, int64_t b0, int64_t np, T *panels)
 {
-    const int64_t NR = L->nr, K = L->k, KH = g->kh, KW = g->kw, CG = L->cg;
+    const int64_t WD = width, KH = g->kh, KW = g->kw, CG = ncg, K = ncg * KH * KW;
     const int64_t plane = g->h * g->w, SW = g->sw;
     for (int64_t b = b0; b < b0 + np; b++) {
-        T *panel = panels + (b - b0) * K * NR;
-        const int64_t first = b * NR, cnt = min64(NR, npix - first);
+        T *panel = panels + (b - b0) * K * WD;
+        const int64_t first = b * WD, cnt = min64(WD, npix - first);
         int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
         for (int64_t i = 0; i < cnt;) {   /* one run per output row the panel touches */
             const int64_t run = min64(cnt - i, g->ow - ow);
@@ -164,10 +165,10 @@ static void FN(lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x_
                 const int64_t iw0 = ow * SW + kw * g->dw - g->pl;
                 const int64_t lo = iw0 >= 0 ? 0 : min64(run, cdiv(-iw0, SW));
                 const int64_t hi = iw0 >= g->w ? lo : max64(lo, min64(run, cdiv(g->w - iw0, SW)));
-                T *dst = panel + kw * NR + i;
+                T *dst = panel + kw * WD + i;
                 const T *src = x_img + iw0 + lo * SW;
                 for (int64_t c = 0; c < CG; c++)
-                    for (int64_t kh = 0; kh < KH; kh++, dst += KW * NR) {
+                    for (int64_t kh = 0; kh < KH; kh++, dst += KW * WD) {
                         const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
                         if (ih < 0 || ih >= g->h) {
                             FN(zero_channels)(dst, run);
@@ -182,9 +183,9 @@ static void FN(lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x_
             ow = 0;
             oh++;
         }
-        if (cnt < NR)
+        if (cnt < WD)
             for (int64_t k = 0; k < K; k++)
-                FN(zero_channels)(panel + k * NR + cnt, NR - cnt);
+                FN(zero_channels)(panel + k * WD + cnt, WD - cnt);
     }
 }
 
@@ -209,7 +210,7 @@ static int64_t FN(wx_task)(const struct i2r_weights *w, const i2r_geom *g, const
         T *yb = y + (n * g->oc + group * OCG) * opix + q0;
         for (int64_t b0 = 0; b0 < np; b0 += s->wx_panels) {
             const int64_t nb = min64(s->wx_panels, np - b0);
-            FN(lower_panels)(L, g, x_img, q0, npix, b0, nb, panels);
+            FN(lower_panels)(g, x_img, CG, NR, q0, npix, b0, nb, panels);
             FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yb + b0 * NR, opix, 0, nb,
                              min64(nb * NR, npix - b0 * NR), cflags, NULL, NULL, 0);
         }

@@ -271,6 +271,72 @@ int geometry_matches(const i2r_layout *L, const i2r_geom *g)
            L->cg > 0 && L->ocg > 0 && g->ow0 >= 0;
 }
 
+/* The weight gradient's layout: the GEMM of one convolution group (its A and B roles are
+ * the gradient's, see grad_weight.template.h; never the depthwise layout). */
+void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+{
+    memset(L, 0, sizeof *L);
+    L->dtype = dtype; L->isa = isa;
+    L->groups = L->conv_groups = g->groups;
+    L->kh = g->kh; L->kw = g->kw; L->sw = g->sw; L->dw = g->dw;
+    L->cg = g->c / g->groups; L->ocg = g->oc / g->groups;
+    L->k = L->kh * L->kw * L->cg;
+    if (dtype == I2R_F64) {
+        L->k_f64 = select_kernels_f64(isa);
+        L->mr = L->k_f64.mr; L->nr = L->k_f64.nr;
+    } else {
+        L->k_f32 = select_kernels_f32(isa);
+        L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
+    }
+    L->npanels = cdiv(L->ocg, L->nr);
+}
+
+/* Tasks: at least TASKS_PER_THREAD per thread where the group's units allow, and small enough
+ * that a task's im2col rows (NCHW) or share of dW (NHWC) stay under GW_A_BYTES / GW_C_BYTES. */
+void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, int nthreads)
+{
+    const int64_t size = (int64_t)dtype_size(L->dtype), taps = g->kh * g->kw;
+    const int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
+    int64_t per_unit, cap;
+    s->units = g->nhwc ? cdiv(L->k, L->nr) : L->cg;
+    if (g->nhwc) {
+        per_unit = MUL3(L->ocg, L->nr, size);      /* dW columns of one K panel */
+        cap = GW_C_BYTES;
+    } else {
+        per_unit = MUL3(taps, GW_PB, size);        /* im2col rows of one channel */
+        cap = GW_A_BYTES;
+    }
+    s->parts = min64(s->units, max64(cdiv(want, L->groups),
+                                     cdiv(s->units, max64(1, cap / max64(per_unit, 1)))));
+    s->ntasks = mul_sat(L->groups, s->parts);
+    s->threads = max64(1, min64(nthreads, s->ntasks));
+    const int64_t per_task = cdiv(s->units, s->parts);
+    if (g->nhwc) {
+        s->abytes = round_up64(MUL3(L->ocg, GW_PB, size));
+        s->bbytes = round_up64(MUL3(GW_PB, L->nr, size));
+        s->cbytes = round_up64(mul_sat(per_task, per_unit));
+    } else {
+        s->abytes = round_up64(mul_sat(per_task, per_unit));
+        s->bbytes = round_up64(MUL4(L->npanels, GW_PB, L->nr, size));
+        s->cbytes = round_up64(MUL4(per_task, taps, L->ocg, size));
+    }
+    s->thread_bytes = add_sat(add_sat(s->abytes, s->bbytes), s->cbytes);
+}
+
+i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
+                                   int nthreads, i2r_stats *stats)
+{
+    i2r_layout L;
+    gw_schedule s;
+    make_gw_layout(&L, dtype, isa, g);
+    make_gw_schedule(&s, &L, g, nthreads);
+    memset(stats, 0, sizeof *stats);
+    stats->threads = s.threads;
+    stats->workspace_bytes = mul_sat(s.threads, s.thread_bytes);
+    stats->copied_values = MUL4(g->n, g->oh * g->ow, L.k, L.groups);
+    return stats->workspace_bytes >= SIZE_LIMIT ? I2R_ETOOBIG : I2R_OK;
+}
+
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
                        int nthreads, int rotations, int with_bias, i2r_stats *stats)
 {
