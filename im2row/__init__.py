@@ -6,6 +6,7 @@ weights packed once; the NumPy methods are always available as a fallback.
 """
 from ._api import (Conv2d, backend_info, conv2d, im2col, im2row, workspace_bytes,
                    __version__)
+from ._backward import ConvTranspose2d, conv2d_backward, conv_transpose2d
 
-__all__ = ["conv2d", "Conv2d", "workspace_bytes", "im2row", "im2col", "backend_info",
-           "__version__"]
+__all__ = ["conv2d", "Conv2d", "conv2d_backward", "conv_transpose2d", "ConvTranspose2d",
+           "workspace_bytes", "im2row", "im2col", "backend_info", "__version__"]

@@ -230,6 +230,13 @@ class Conv2d:
             np.maximum(out, 0, out=out)
         return out, info
 
+    def backward(self, grad_out, x, needs=("input", "weight", "bias"), num_threads=None):
+        """Gradients of this plan's convolution at x (see im2row.conv2d_backward): returns
+        (grad_input, grad_weight, grad_bias), None for what ``needs`` leaves out. The input
+        gradient's phase plans are built on the first call and kept."""
+        from ._backward import conv2d_plan_backward
+        return conv2d_plan_backward(self, grad_out, x, needs, num_threads)
+
     def _tune(self, x, spec, method, geometry, nthreads, op):
         """Time the candidates of an "auto" call (tuning_candidates) on x, keep the fastest
         (the planner's choice unless another is TUNE_MARGIN faster); returns it."""
