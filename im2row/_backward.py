@@ -351,7 +351,7 @@ def _grad_weight_numpy(x4, g4, spec, dw):
     nchw = spec.layout == "NCHW"
     g, cg, ocg = spec.groups, spec.cg, spec.ocg
     acc = np.zeros((g, spec.kh * spec.kw * cg, ocg), spec.dtype)
-    gspec = dataclasses.replace(spec, c=cg, oc=ocg, groups=1)
+    gspec = dataclasses.replace(spec, n=1, c=cg, oc=ocg, groups=1)
     for n in range(spec.n):
         for j in range(g):
             xs = x4[n:n + 1, j * cg:(j + 1) * cg] if nchw else x4[n:n + 1, ..., j * cg:(j + 1) * cg]

@@ -231,6 +231,7 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
 enum { GW_PB = 256 };   /* pixels of one lowered block: the GEMM's K block */
 #define GW_A_BYTES ((int64_t)256 << 10)    /* NCHW: im2col rows of a task's channels, at most */
 #define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW, at most */
+#define GW_DW_CHANNELS 256                 /* depthwise NHWC: channels of a task, at most */
 typedef struct {
     int64_t ntasks, parts, units, threads;
     int64_t abytes, bbytes, cbytes, thread_bytes;

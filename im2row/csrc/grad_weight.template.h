@@ -73,6 +73,70 @@ static void FN(gw_nchw_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
     FN(transpose)(L, c, rows, OCG, OCG, gw + group * OCG * K + c0 * TAPS, K, 1);
 }
 
+/* Depthwise (one channel in and out per group), channels [c0, c1): each weight is a sum of
+ * products of two channel planes, no GEMM. NHWC: per output row, partial sums for all taps
+ * across the channels (contiguous: vectorised), added to the totals row by row. NCHW: per
+ * channel and tap, partial sums per output column over the batch's rows, then summed. */
+static void FN(gw_depthwise_task)(const i2r_geom *g, const T *x, const T *dy, int64_t c0,
+                                  int64_t c1, T *gw, T *buf)
+{
+    const int64_t KH = g->kh, KW = g->kw, C = g->c, TAPS = KH * KW, CN = c1 - c0;
+    if (g->nhwc) {
+        T *total = buf, *row = buf + TAPS * CN;
+        memset(total, 0, (size_t)(TAPS * CN) * sizeof(T));
+        for (int64_t n = 0; n < g->n; n++)
+            for (int64_t oh = 0; oh < g->oh; oh++) {
+                memset(row, 0, (size_t)(TAPS * CN) * sizeof(T));
+                for (int64_t ow = 0; ow < g->ow; ow++) {
+                    const T *d = dy + ((n * g->oh + oh) * g->ow + ow) * C + c0;
+                    for (int64_t t = 0; t < TAPS; t++) {
+                        const int64_t ih = oh * g->sh + t / KW * g->dh - g->pt;
+                        const int64_t iw = ow * g->sw + t % KW * g->dw - g->pl;
+                        if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w)
+                            continue;
+                        const T *xv = x + ((n * g->h + ih) * g->w + iw) * C + c0;
+                        T *r = row + t * CN;
+                        for (int64_t c = 0; c < CN; c++)
+                            r[c] += d[c] * xv[c];
+                    }
+                }
+                for (int64_t i = 0; i < TAPS * CN; i++)
+                    total[i] += row[i];
+            }
+        for (int64_t t = 0; t < TAPS; t++)   /* HWIO (KH, KW, 1, C) */
+            memcpy(gw + t * C + c0, total + t * CN, (size_t)CN * sizeof(T));
+        return;
+    }
+    const int64_t plane = g->h * g->w, opix = g->oh * g->ow;
+    for (int64_t c = c0; c < c1; c++)
+        for (int64_t t = 0; t < TAPS; t++) {
+            const int64_t kh = t / KW, iw0 = t % KW * g->dw - g->pl;
+            /* output columns [lo, hi) read inside the input row */
+            const int64_t lo = iw0 >= 0 ? 0 : min64(g->ow, cdiv(-iw0, g->sw));
+            const int64_t hi = iw0 >= g->w ? lo
+                               : max64(lo, min64(g->ow, cdiv(g->w - iw0, g->sw)));
+            memset(buf, 0, (size_t)g->ow * sizeof(T));
+            for (int64_t n = 0; n < g->n; n++)
+                for (int64_t oh = 0; oh < g->oh; oh++) {
+                    const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
+                    if (ih < 0 || ih >= g->h)
+                        continue;
+                    const T *d = dy + (n * C + c) * opix + oh * g->ow;
+                    const T *xr = x + (n * C + c) * plane + ih * g->w + iw0;
+                    if (g->sw == 1)
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            buf[ow] += d[ow] * xr[ow];
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            buf[ow] += d[ow] * xr[ow * g->sw];
+                }
+            T sum = 0;
+            for (int64_t ow = 0; ow < g->ow; ow++)
+                sum += buf[ow];
+            gw[c * TAPS + t] = sum;   /* OIHW (C, 1, KH, KW) */
+        }
+}
+
 /* One thread's share: its scratch, then tasks taken dynamically (the loop is the enclosing
  * parallel region's, or the whole of it on one thread). Sets *failed without scratch. */
 static void FN(gw_thread_work)(const i2r_layout *L, const i2r_geom *g, const gw_schedule *s,
@@ -94,7 +158,9 @@ static void FN(gw_thread_work)(const i2r_layout *L, const i2r_geom *g, const gw_
         const int64_t lo = b * s->units / s->parts, hi = (b + 1) * s->units / s->parts;
         if (lo == hi)
             continue;
-        if (g->nhwc)
+        if (L->depthwise)
+            FN(gw_depthwise_task)(g, x, dy, lo, hi, gw, scratch);
+        else if (g->nhwc)
             FN(gw_nhwc_task)(L, g, x, dy, group, lo, hi, gw, abuf, bbuf, c);
         else
             FN(gw_nchw_task)(L, g, x, dy, group, lo, hi, gw, abuf, bbuf, c);

@@ -272,7 +272,7 @@ int geometry_matches(const i2r_layout *L, const i2r_geom *g)
 }
 
 /* The weight gradient's layout: the GEMM of one convolution group (its A and B roles are
- * the gradient's, see grad_weight.template.h; never the depthwise layout). */
+ * the gradient's, see grad_weight.template.h), or depthwise: one task group of C channels. */
 void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
 {
     memset(L, 0, sizeof *L);
@@ -289,6 +289,9 @@ void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom 
         L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
     }
     L->npanels = cdiv(L->ocg, L->nr);
+    L->depthwise = g->groups > 1 && L->cg == 1 && L->ocg == 1;
+    if (L->depthwise)
+        L->groups = 1;
 }
 
 /* Tasks: at least TASKS_PER_THREAD per thread where the group's units allow, and small enough
@@ -298,6 +301,19 @@ void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, in
     const int64_t size = (int64_t)dtype_size(L->dtype), taps = g->kh * g->kw;
     const int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
     int64_t per_unit, cap;
+    if (L->depthwise) {   /* channels; NHWC: a row's and the total's sums of a task's */
+        s->units = g->c;
+        /* NHWC: every task reads all of x and dy, so as few as there are threads */
+        s->parts = min64(s->units, max64(g->nhwc ? nthreads : want,
+                                         cdiv(g->c, GW_DW_CHANNELS)));
+        s->ntasks = s->parts;
+        s->threads = max64(1, min64(nthreads, s->ntasks));
+        s->abytes = s->bbytes = 0;
+        s->cbytes = round_up64(g->nhwc ? MUL4(2, taps, cdiv(g->c, s->parts), size)
+                                       : mul_sat(g->ow, size));
+        s->thread_bytes = s->cbytes;
+        return;
+    }
     s->units = g->nhwc ? cdiv(L->k, L->nr) : L->cg;
     if (g->nhwc) {
         per_unit = MUL3(L->ocg, L->nr, size);      /* dW columns of one K panel */
