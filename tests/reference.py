@@ -71,3 +71,60 @@ def to_nhwc(x, weight):
     """NCHW/OIHW test data -> NHWC/HWIO."""
     return (np.ascontiguousarray(np.moveaxis(x, -3, -1)),
             np.ascontiguousarray(weight.transpose(2, 3, 1, 0)))
+
+
+def conv_transpose2d_reference(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                               groups=1, dilation=1):
+    """Transposed convolution by its definition, the scatter form: every input pixel adds
+    weight[ci, co, kh, kw] * x into output (ih*s - pad + kh*d, iw*s - pad + kw*d). NCHW input,
+    (C_in, C_out/groups, KH, KW) weight, padding an int/pair or ((top, bottom), (left,
+    right)); returns float64."""
+    x = np.asarray(x, np.float64)
+    weight = np.asarray(weight, np.float64)
+    n, cin, h, w = x.shape
+    _, coutg, kh, kw = weight.shape
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    oph, opw = pair(output_padding)
+    pt, pb, pl, pr = pad_amounts(h, w, kh, kw, (sh, sw), padding, (dh, dw))
+    full_h = (h - 1) * sh + (kh - 1) * dh + 1 + oph
+    full_w = (w - 1) * sw + (kw - 1) * dw + 1 + opw
+    full = np.zeros((n, coutg * groups, full_h, full_w))
+    cing = cin // groups
+    for g in range(groups):
+        xg = x[:, g * cing:(g + 1) * cing]
+        for i in range(kh):
+            for j in range(kw):
+                contrib = np.einsum("nchw,co->nohw", xg, weight[g * cing:(g + 1) * cing, :, i, j])
+                full[:, g * coutg:(g + 1) * coutg, i * dh:i * dh + (h - 1) * sh + 1:sh,
+                     j * dw:j * dw + (w - 1) * sw + 1:sw] += contrib
+    out = full[:, :, pt:full_h - pb, pl:full_w - pr]
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def conv2d_grad_weight_reference(x, grad_out, kernel, stride=1, padding=0, dilation=1,
+                                 groups=1):
+    """dL/dweight (OC, C/groups, KH, KW) of conv2d_reference by its definition: for each tap,
+    the strided slice of the padded input it touched times grad_out, summed."""
+    x = np.asarray(x, np.float64)
+    gy = np.asarray(grad_out, np.float64)
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    pt, pb, pl, pr = pad_amounts(h, w, kh, kw, (sh, sw), padding, (dh, dw))
+    xp = np.zeros((n, c, h + pt + pb, w + pl + pr))
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    _, oc, oh, ow = gy.shape
+    cg, ocg = c // groups, oc // groups
+    dw_ = np.zeros((oc, cg, kh, kw))
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                tap = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                         j * dw:j * dw + (ow - 1) * sw + 1:sw]
+                dw_[g * ocg:(g + 1) * ocg, :, i, j] = np.einsum(
+                    "nchw,nohw->oc", tap, gy[:, g * ocg:(g + 1) * ocg])
+    return dw_
