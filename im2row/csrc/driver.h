@@ -228,9 +228,9 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
 /* The work split of a weight gradient (grad_weight.template.h): groups x parts tasks, part b
  * of a group taking units [b*units/parts, (b+1)*units/parts): K panels (NHWC) or input
  * channels (NCHW). Scratch of one thread: A block, B panels, its share of dW. */
-enum { GW_PB = 256 };   /* pixels of one lowered block: the GEMM's K block */
+enum { GW_PB = 128 };   /* pixels of one lowered block: the GEMM's K block */
 #define GW_A_BYTES ((int64_t)256 << 10)    /* NCHW: im2col rows of a task's channels, at most */
-#define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW, at most */
+#define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW and B, at most */
 #define GW_DW_CHANNELS 256                 /* depthwise NHWC: channels of a task, at most */
 typedef struct {
     int64_t ntasks, parts, units, threads;

@@ -7,6 +7,33 @@
  * each summed in order by the microkernel): the result does not depend on the thread count.
  */
 
+/* B panels [pa, pb) of the im2row block of pixels [p0, p0 + pc) of one NHWC group: panel j
+ * at bbuf + (j - pa)*GW_PB*NR holds, row i, the columns [j*NR, j*NR + NR) of im2row row
+ * p0 + i. One pass per pixel over its taps (channel runs split at panel edges); columns past
+ * K are never written (the caller zeroes them once). */
+static void FN(gw_lower_panels)(const i2r_layout *L, const i2r_geom *g, const T *x,
+                                int64_t p0, int64_t pc, int64_t pa, int64_t pb, T *bbuf)
+{
+    const int64_t NR = L->nr, CG = L->cg, opix = g->oh * g->ow;
+    const int64_t k0 = pa * NR, k1 = min64(pb * NR, L->k);
+    for (int64_t i = 0; i < pc; i++) {
+        const int64_t p = p0 + i, n = p / opix, oh = p % opix / g->ow, ow = p % g->ow;
+        const T *img = x + n * g->h * g->w * g->c;
+        for (int64_t k = k0; k < k1;) {
+            const int64_t tap = k / CG, c = k % CG, j = k / NR;
+            const int64_t run = min64(min64(CG - c, (j + 1) * NR - k), k1 - k);
+            const int64_t h = oh * g->sh + tap / g->kw * g->dh - g->pt;
+            const int64_t col = ow * g->sw + tap % g->kw * g->dw - g->pl;
+            T *dst = bbuf + (j - pa) * GW_PB * NR + i * NR + (k - j * NR);
+            if (h < 0 || h >= g->h || col < 0 || col >= g->w)
+                FN(zero_channels)(dst, run);
+            else
+                FN(copy_channels)(dst, img + (h * g->w + col) * g->c + c, run);
+            k += run;
+        }
+    }
+}
+
 /* NHWC, one group, K panels [pa, pb): dW^T (OCg x K, K in (kh, kw, c) order) = dY^T * X, with
  * A = the group's dY block transposed (OCg rows of pixels) and B = NR-wide panels of the
  * im2row block, lowered straight from the input. Result into c (OCg rows of ldc), then
@@ -19,20 +46,18 @@ static void FN(gw_nhwc_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
     const int64_t NR = L->nr, MR = L->mr, OCG = L->ocg, K = L->k;
     const int64_t P = g->n * g->oh * g->ow, k0 = pa * NR, kn = min64(pb * NR, K) - k0;
     const int64_t ldc = (pb - pa) * NR;
-    const FN(lowering) src = {x + group * L->cg, 0, g->h * g->w * g->c, g->w * g->c, g->c,
-                              NULL};
+    memset(bbuf, 0, (size_t)((pb - pa) * GW_PB * NR) * sizeof(T));   /* columns past K */
     for (int64_t p0 = 0; p0 < P; p0 += GW_PB) {
         const int64_t pc = min64(GW_PB, P - p0);
         const int flags = p0 ? GEMM_ACCUMULATE : 0;
         FN(transpose)(L, dy + p0 * g->oc + group * OCG, pc, OCG, g->oc, abuf, pc, 1);
+        FN(gw_lower_panels)(L, g, x + group * L->cg, p0, pc, pa, pb, bbuf);
         for (int64_t j = pa; j < pb; j++) {
             const int64_t kj = j * NR, kc = min64(NR, K - kj);
-            FN(lower_block)(L, g, &src, p0, pc, kj, kc, NR, bbuf);
-            for (int64_t i = 0; kc < NR && i < pc; i++)
-                FN(zero_channels)(bbuf + i * NR + kc, NR - kc);
             for (int64_t i = 0; i < OCG; i += MR)
                 ukernel((size_t)min64(MR, OCG - i), (size_t)kc, (size_t)pc, abuf + i * pc,
-                        (size_t)pc, bbuf, c + i * ldc + (kj - k0), (size_t)ldc, NULL, flags);
+                        (size_t)pc, bbuf + (j - pa) * GW_PB * NR, c + i * ldc + (kj - k0),
+                        (size_t)ldc, NULL, flags);
         }
     }
     /* HWIO: gw[k*OC + group*OCg + oc] = c[oc*ldc + k - k0] */

@@ -315,8 +315,8 @@ void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, in
         return;
     }
     s->units = g->nhwc ? cdiv(L->k, L->nr) : L->cg;
-    if (g->nhwc) {
-        per_unit = MUL3(L->ocg, L->nr, size);      /* dW columns of one K panel */
+    if (g->nhwc) {   /* dW columns and B panel of one K panel */
+        per_unit = mul_sat(add_sat(L->ocg, GW_PB), L->nr * size);
         cap = GW_C_BYTES;
     } else {
         per_unit = MUL3(taps, GW_PB, size);        /* im2col rows of one channel */
@@ -329,8 +329,8 @@ void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, in
     const int64_t per_task = cdiv(s->units, s->parts);
     if (g->nhwc) {
         s->abytes = round_up64(MUL3(L->ocg, GW_PB, size));
-        s->bbytes = round_up64(MUL3(GW_PB, L->nr, size));
-        s->cbytes = round_up64(mul_sat(per_task, per_unit));
+        s->bbytes = round_up64(MUL4(per_task, GW_PB, L->nr, size));
+        s->cbytes = round_up64(MUL4(per_task, L->ocg, L->nr, size));
     } else {
         s->abytes = round_up64(mul_sat(per_task, per_unit));
         s->bbytes = round_up64(MUL4(L->npanels, GW_PB, L->nr, size));
