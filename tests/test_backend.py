@@ -477,7 +477,7 @@ def test_i2r_copies_much_less_than_im2row(layout):
 def test_auto_plan_packs_rotations_only_when_it_runs_i2r(rng):
     """An "auto" plan packs the unrotated weights only; the strip's rotated copies are packed
     on its first "i2r" call (a large feature map), and results match fresh calls."""
-    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
     plan = im2row.Conv2d(w, padding=1)
     assert not plan._packed.rotations
     small = rng.standard_normal((1, 4, 7, 7)).astype(np.float32)
