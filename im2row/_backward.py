@@ -68,8 +68,10 @@ class _TransposedPlan:
         # forward weights: (C_out, C_in/groups, KH, KW)
         self.forward = (weight.reshape(groups, cin // groups, coutg, kh, kw)
                         .transpose(0, 2, 1, 3, 4).reshape(self.cout, cin // groups, kh, kw))
+        self.w_nchw = weight
         self._phase_weights = {}
         self._plans = {}
+        self._hwio = None
 
     def _weights(self, ty, tx):
         key = (ty, tx)
@@ -86,6 +88,8 @@ class _TransposedPlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         nchw = self.layout == "NCHW"
         hin, win = x4.shape[2:] if nchw else x4.shape[1:3]
+        if self._run_scatter(x4, bias, pad_begin, out_hw, out4, nthreads):
+            return
         for ry in range(min(sh, out_hw[0])):
             ty, ey, spy = _phase_taps(ry, pad_begin[0], sh, dh, self.kernel[0])
             cy = -(-(out_hw[0] - ry) // sh)
@@ -108,6 +112,38 @@ class _TransposedPlan:
                 res = self._conv(ty, tx, xs, bias, padding, (spy, spx), target, nthreads)
                 if not contiguous_dst:
                     dst[...] = res
+
+    def _run_scatter(self, x4, bias, pad_begin, out_hw, out4, nthreads):
+        """The scatter form (C, i2r_transpose_scatter) where the C planner prefers it (few
+        output channels per group): True if it ran."""
+        native = _backend.native
+        if native is None or self.method != "auto":
+            return False
+        nchw = self.layout == "NCHW"
+        n = x4.shape[0]
+        hin, win = x4.shape[2:] if nchw else x4.shape[1:3]
+        (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel
+        # the forward convolution whose input gradient this is: input out_hw x C_out, output
+        # (hin, win) x C_in; its bottom/right padding may be negative (output_padding)
+        pb = (hin - 1) * sh + dh * (kh - 1) + 1 - out_hw[0] - pad_begin[0]
+        pr = (win - 1) * sw + dw * (kw - 1) + 1 - out_hw[1] - pad_begin[1]
+        geometry = (n, self.cout, out_hw[0], out_hw[1], self.cin, kh, kw, self.groups, sh, sw,
+                    dh, dw, pad_begin[0], pb, pad_begin[1], pr, hin, win, True, 0)
+        f64 = self.dtype == np.float64
+        if not native.transpose_scatter_preferred(geometry, _backend.isa(), f64):
+            return False
+        if self._hwio is None:
+            self._hwio = np.ascontiguousarray(self.w_nchw.transpose(2, 3, 1, 0))
+        dy = np.ascontiguousarray(x4.transpose(0, 2, 3, 1) if nchw else x4)
+        dx = out4 if not nchw and out4.flags.c_contiguous else empty_aligned(
+            (n,) + tuple(out_hw) + (self.cout,), self.dtype)
+        native.transpose_scatter(dy, self._hwio, dx, geometry,
+                                 nthreads or _backend.cpu_count(), _backend.isa())
+        if bias is not None:
+            dx += bias
+        if dx is not out4:
+            out4[...] = dx.transpose(0, 3, 1, 2) if nchw else dx
+        return True
 
     def _conv(self, ty, tx, xs, bias, padding, dilation, out, nthreads):
         w = self._weights(ty, tx)

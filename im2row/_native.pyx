@@ -44,6 +44,9 @@ cdef extern from "i2r.h" nogil:
                                const void *x, const void *dy, void *dw, i2r_stats *stats)
     i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
                                        int nthreads, i2r_stats *stats)
+    i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
+                                     int nthreads, const void *dy, const void *w, void *dx)
+    int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     i2r_isa i2r_cpu_isa()
     int i2r_have_openmp()
     int i2r_max_threads()
@@ -300,3 +303,39 @@ def predict_grad_weight(tuple geom, int nthreads, str isa, bint f64):
                                      nthreads, &st)
     _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "predict")
     return st.workspace_bytes, st.copied_values
+
+
+cdef i2r_status _scatter(i2r_isa isa, const i2r_geom *g, int nthreads,
+                         const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                         floating[:, :, :, ::1] dx):
+    cdef const void *dyptr = &dy[0, 0, 0, 0]
+    cdef const void *wptr = &w[0, 0, 0, 0]
+    cdef void *dxptr = &dx[0, 0, 0, 0]
+    cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
+    cdef i2r_status status
+    with nogil:
+        status = i2r_transpose_scatter(dt, isa, g, nthreads, dyptr, wptr, dxptr)
+    return status
+
+
+def transpose_scatter(dy, w, dx, tuple geom, int nthreads, str isa):
+    """dx = the input gradient of the NHWC convolution geom given dy, in scatter form (all
+    C-contiguous 4-D, non-empty, checked by the caller; w HWIO)."""
+    cdef i2r_geom g
+    cdef i2r_status status
+    _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
+    if dy.dtype.itemsize == 8:
+        status = _scatter[double](_isa_code(isa), &g, nthreads, dy, w, dx)
+    else:
+        status = _scatter[float](_isa_code(isa), &g, nthreads, dy, w, dx)
+    _check(status, "transpose_scatter")
+
+
+def transpose_scatter_preferred(tuple geom, str isa, bint f64):
+    """Whether the C planner runs this input gradient in scatter form."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    return bool(i2r_transpose_scatter_preferred(I2R_F64 if f64 else I2R_F32, _isa_code(isa),
+                                                &g))

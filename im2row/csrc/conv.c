@@ -1,4 +1,4 @@
-/* The executors (i2r_conv, i2r_grad_weight): run a call's tasks (see plan.c for how they are
+/* The executors (i2r_conv, i2r_grad_weight, i2r_transpose_scatter): run a call's tasks (see plan.c for how they are
  * cut) with the per-dtype loops of the *.template.h files, instantiated here for float and
  * double. */
 #include "driver.h"
@@ -15,6 +15,7 @@
 #include "depthwise.template.h"
 #include "execute.template.h"
 #include "grad_weight.template.h"
+#include "scatter.template.h"
 #undef T
 #undef SFX
 
@@ -26,6 +27,7 @@
 #include "depthwise.template.h"
 #include "execute.template.h"
 #include "grad_weight.template.h"
+#include "scatter.template.h"
 #undef T
 #undef SFX
 
@@ -56,4 +58,26 @@ i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int 
     if (dtype == I2R_F64)
         return grad_weight_f64(&L, g, &s, x, dy, dw);
     return grad_weight_f32(&L, g, &s, x, dy, dw);
+}
+
+i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
+                                 const void *dy, const void *w, void *dx)
+{
+    i2r_layout L;
+    if (!g->nhwc || nthreads < 1)
+        return I2R_EINVAL;
+    make_gw_layout(&L, dtype, isa, g);
+    L.groups = g->groups;   /* a GEMM per group, depthwise ones included */
+    if (dtype == I2R_F64)
+        return transpose_scatter_f64(&L, g, nthreads, dy, w, dx);
+    return transpose_scatter_f32(&L, g, nthreads, dy, w, dx);
+}
+
+int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+{
+    const int64_t nr = dtype == I2R_F64 ? select_kernels_f64(isa).nr
+                                        : select_kernels_f32(isa).nr;
+    const int64_t cg = g->c / g->groups;
+    /* the phase split's GEMMs have cg columns: a quarter of a panel or less fills badly */
+    return cg <= nr / 4 && !(g->groups > 1 && cg == 1 && g->oc == g->groups);
 }

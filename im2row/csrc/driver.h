@@ -12,6 +12,7 @@
  *     execute.template.h   per-thread scratch and the task loop
  *     grad_weight.template.h  the weight gradient (i2r_grad_weight), on the same lowering
  *                          and microkernels
+ *     scatter.template.h   the transposed convolution in scatter form (few output channels)
  */
 #ifndef IM2ROW_DRIVER_H
 #define IM2ROW_DRIVER_H
@@ -231,6 +232,7 @@ static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
 enum { GW_PB = 128 };   /* pixels of one lowered block: the GEMM's K block */
 #define GW_A_BYTES ((int64_t)256 << 10)    /* NCHW: im2col rows of a task's channels, at most */
 #define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW and B, at most */
+enum { SC_PB = 128 };   /* i2r_transpose_scatter: pixels of dy per GEMM block */
 #define GW_DW_CHANNELS 256                 /* depthwise NHWC: channels of a task, at most */
 typedef struct {
     int64_t ntasks, parts, units, threads;

@@ -106,6 +106,14 @@ i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int 
 i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
                                    int nthreads, i2r_stats *stats);
 
+/* dx = the input gradient of the NHWC convolution g given dy (= the transposed convolution of
+ * dy with w), in scatter form: w HWIO, C-contiguous; every element of dx written. For few
+ * input channels per group (i2r_transpose_scatter_preferred), where the phase split's forward
+ * GEMMs fill few columns; g->pb and g->pr are not used (they may be negative: output_padding). */
+i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
+                                 const void *dy, const void *w, void *dx);
+int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
+
 /* Free the large blocks kept for reuse by later calls (see buffers.c). */
 void i2r_release_buffers(void);
 

@@ -1,0 +1,97 @@
+/* The transposed convolution in scatter form, NHWC (i2r_transpose_scatter): for transposed
+ * convolutions with few output channels, where the phase split's forward GEMMs would fill few
+ * columns of their NR-wide panels. Included by conv.c per dtype (T and SFX defined).
+ *
+ * g is the forward convolution y = conv(x, w) whose input gradient dx is computed (= the
+ * transposed convolution of dy with w): per block of SC_PB pixels of dy, cols (pixels x K,
+ * K in (kh, kw, c) order) = dy rows (read in place) x w packed as K panels, then each pixel's
+ * KH*KW channel runs are added into the dx pixels its taps read. An image's dx is written by
+ * one task, in pixel order: the result does not depend on the thread count. */
+
+/* w (HWIO, K x OC) as [G][K panels][OCg][NR]: B panels of the GEMM whose K dimension is OC. */
+static void FN(scatter_pack)(const i2r_layout *L, const i2r_geom *g, const T *w, T *wpack)
+{
+    const int64_t NR = L->nr, K = L->k, OCG = L->ocg, np = cdiv(K, NR);
+    for (int64_t grp = 0; grp < L->groups; grp++)
+        for (int64_t j = 0; j < np; j++)
+            for (int64_t oc = 0; oc < OCG; oc++) {
+                T *dst = wpack + ((grp * np + j) * OCG + oc) * NR;
+                for (int64_t jj = 0; jj < NR; jj++) {
+                    const int64_t k = j * NR + jj;
+                    dst[jj] = k < K ? w[k * g->oc + grp * OCG + oc] : (T)0;
+                }
+            }
+}
+
+static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *dy,
+                              const T *wpack, int64_t n, T *dx, T *cbuf)
+{
+    const KFN(gemm) ukernel = L->FN(k).gemm;
+    const int64_t NR = L->nr, MR = L->mr, K = L->k, CG = L->cg, OCG = L->ocg;
+    const int64_t opix = g->oh * g->ow, np = cdiv(K, NR), ldc = np * NR, TAPS = g->kh * g->kw;
+    T *dx_img = dx + n * g->h * g->w * g->c;
+    memset(dx_img, 0, (size_t)(g->h * g->w * g->c) * sizeof(T));
+    for (int64_t grp = 0; grp < L->groups; grp++)
+        for (int64_t p0 = 0; p0 < opix; p0 += SC_PB) {
+            const int64_t pc = min64(SC_PB, opix - p0);
+            const T *a = dy + (n * opix + p0) * g->oc + grp * OCG;
+            for (int64_t j = 0; j < np; j++)
+                for (int64_t i = 0; i < pc; i += MR)
+                    ukernel((size_t)min64(MR, pc - i), (size_t)min64(NR, K - j * NR),
+                            (size_t)OCG, a + i * g->oc, (size_t)g->oc,
+                            wpack + (grp * np + j) * OCG * NR, cbuf + i * ldc + j * NR,
+                            (size_t)ldc, NULL, 0);
+            for (int64_t i = 0; i < pc; i++) {
+                const int64_t p = p0 + i, oh = p / g->ow, ow = p % g->ow;
+                for (int64_t t = 0; t < TAPS; t++) {
+                    const int64_t ih = oh * g->sh + t / g->kw * g->dh - g->pt;
+                    const int64_t iw = ow * g->sw + t % g->kw * g->dw - g->pl;
+                    if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w)
+                        continue;
+                    T *d = dx_img + (ih * g->w + iw) * g->c + grp * CG;
+                    const T *s = cbuf + i * ldc + t * CG;
+                    for (int64_t c = 0; c < CG; c++)
+                        d[c] += s[c];
+                }
+            }
+        }
+}
+
+static void FN(scatter_thread_work)(const i2r_layout *L, const i2r_geom *g, const T *dy,
+                                    const T *wpack, T *dx, int *failed)
+{
+    int64_t capacity;
+    T *cbuf = (T *)buffer_alloc(MUL3(SC_PB, cdiv(L->k, L->nr) * L->nr,
+                                     (int64_t)sizeof(T)), &capacity);
+    if (!cbuf)
+        *failed = 1;
+#ifdef I2R_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t n = 0; n < g->n; n++)
+        if (!*failed)
+            FN(scatter_image)(L, g, dy, wpack, n, dx, cbuf);
+    buffer_free(cbuf, capacity);
+}
+
+static i2r_status FN(transpose_scatter)(const i2r_layout *L, const i2r_geom *g, int nthreads,
+                                        const T *dy, const T *w, T *dx)
+{
+    const int64_t np = cdiv(L->k, L->nr);
+    T *wpack = malloc((size_t)(L->groups * np * L->ocg * L->nr) * sizeof(T));
+    if (!wpack)
+        return I2R_ENOMEM;
+    FN(scatter_pack)(L, g, w, wpack);
+    int failed = 0;
+    const int64_t threads = max64(1, min64(nthreads, g->n));
+    if (threads > 1) {   /* no OpenMP region for one thread (see FN(conv)) */
+#ifdef I2R_HAVE_OPENMP
+#pragma omp parallel num_threads((int)threads) reduction(| : failed)
+#endif
+        FN(scatter_thread_work)(L, g, dy, wpack, dx, &failed);
+    } else {
+        FN(scatter_thread_work)(L, g, dy, wpack, dx, &failed);
+    }
+    free(wpack);
+    return failed ? I2R_ENOMEM : I2R_OK;
+}
