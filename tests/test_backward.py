@@ -36,6 +36,8 @@ BACKWARD_CASES = [
     (3, 2, 1, 1, 3, 1, 1, 0, 1, 1),               # 1x1 image
     (2, 5, 17, 19, 9, 3, 1, 1, 1, 1),             # past one block of pixels (GW_PB)
     (2, 20, 17, 18, 20, 3, 1, 1, 1, 20),          # depthwise, many rows
+    (2, 12, 9, 8, 7, 3, 2, 1, 1, 1),              # input gradient by phases (12 channels)
+    (1, 18, 7, 9, 6, (3, 2), (2, 3), 1, (1, 2), 2),
 ]
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = (np.float64, np.float32)
@@ -164,14 +166,18 @@ TRANSPOSE_CASES = [
     (2, 3, 4, 4, 2, 5, 3, 2, 0, 1, 3),
     (1, 3, 4, 5, 2, 2, 3, 0, 0, 1, 1),          # stride > kernel: phases with no tap
     (1, 2, 5, 4, 3, 3, 2, ((2, 0), (0, 1)), 1, 1, 1),   # asymmetric padding
+    (2, 5, 5, 6, 12, 3, 2, 1, 1, 1, 1),         # C_out/groups past the scatter form's rule
+    (1, 6, 4, 4, 10, 4, 2, 1, 0, 2, 1),
+    (1, 4, 5, 5, 9, 3, 3, 0, 2, 1, 2),
 ]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", TRANSPOSE_CASES)
-@pytest.mark.parametrize("api", ("function", "plan"))
+@pytest.mark.parametrize("api", ("function", "plan", "phases"))
 def test_conv_transpose2d_matches_reference(case, layout, dtype, api, rng):
+    """api "phases": method="i2r" runs the phase split everywhere (never the scatter form)."""
     n, cin, h, w, coutg, k, s, p, op, g, d = case
     kh, kw = pair(k)
     x = rng.standard_normal((n, cin, h, w)).astype(dtype)
@@ -183,8 +189,11 @@ def test_conv_transpose2d_matches_reference(case, layout, dtype, api, rng):
     out_shape = want.shape if layout == "NCHW" else (want.shape[0],) + want.shape[2:] + (
         want.shape[1],)
     out = np.full(out_shape, np.nan, dtype)
-    if api == "function":
-        got = im2row.conv_transpose2d(xl, wl, bias, s, p, op, g, d, layout=layout, out=out)
+    if api == "phases" and not COMPILED:
+        pytest.skip("compiled extension not available")
+    if api in ("function", "phases"):
+        got = im2row.conv_transpose2d(xl, wl, bias, s, p, op, g, d, layout=layout, out=out,
+                                      method="i2r" if api == "phases" else "auto")
     else:
         got = im2row.ConvTranspose2d(wl, bias, s, p, op, g, d, layout=layout)(xl, out=out)
     assert got is out and not np.isnan(out).any()
