@@ -28,7 +28,7 @@ static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *d
 {
     const KFN(gemm) ukernel = L->FN(k).gemm;
     const int64_t NR = L->nr, MR = L->mr, K = L->k, CG = L->cg, OCG = L->ocg;
-    const int64_t opix = g->oh * g->ow, np = cdiv(K, NR), ldc = np * NR, TAPS = g->kh * g->kw;
+    const int64_t opix = g->oh * g->ow, np = cdiv(K, NR), ldc = np * NR;
     T *dx_img = dx + n * g->h * g->w * g->c;
     memset(dx_img, 0, (size_t)(g->h * g->w * g->c) * sizeof(T));
     for (int64_t grp = 0; grp < L->groups; grp++)
@@ -43,15 +43,24 @@ static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *d
                             (size_t)ldc, NULL, 0);
             for (int64_t i = 0; i < pc; i++) {
                 const int64_t p = p0 + i, oh = p / g->ow, ow = p % g->ow;
-                for (int64_t t = 0; t < TAPS; t++) {
-                    const int64_t ih = oh * g->sh + t / g->kw * g->dh - g->pt;
-                    const int64_t iw = ow * g->sw + t % g->kw * g->dw - g->pl;
-                    if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w)
+                /* taps kw in [lo, hi) read inside the input row */
+                const int64_t iw0 = ow * g->sw - g->pl;
+                const int64_t lo = iw0 >= 0 ? 0 : min64(g->kw, cdiv(-iw0, g->dw));
+                const int64_t hi = max64(lo, min64(g->kw, cdiv(g->w - iw0, g->dw)));
+                for (int64_t kh = 0; kh < g->kh; kh++) {
+                    const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
+                    if (ih < 0 || ih >= g->h || lo == hi)
                         continue;
-                    T *d = dx_img + (ih * g->w + iw) * g->c + grp * CG;
-                    const T *s = cbuf + i * ldc + t * CG;
-                    for (int64_t c = 0; c < CG; c++)
-                        d[c] += s[c];
+                    T *d = dx_img + (ih * g->w + iw0 + lo * g->dw) * g->c + grp * CG;
+                    const T *s = cbuf + i * ldc + (kh * g->kw + lo) * CG;
+                    if (g->dw == 1 && g->groups == 1) {   /* one run of (hi - lo) * C */
+                        for (int64_t v = 0; v < (hi - lo) * CG; v++)
+                            d[v] += s[v];
+                        continue;
+                    }
+                    for (int64_t kw = lo; kw < hi; kw++, d += g->dw * g->c, s += CG)
+                        for (int64_t c = 0; c < CG; c++)
+                            d[c] += s[c];
                 }
             }
         }
