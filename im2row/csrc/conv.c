@@ -55,6 +55,9 @@ i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int 
         memset(dw, 0, (size_t)(g->oc * L.k) * dtype_size(dtype));
         return I2R_OK;
     }
+    if (gw_via_nchw(&L, g))
+        return dtype == I2R_F64 ? grad_weight_via_nchw_f64(&L, g, nthreads, x, dy, dw)
+                                : grad_weight_via_nchw_f32(&L, g, nthreads, x, dy, dw);
     if (dtype == I2R_F64)
         return grad_weight_f64(&L, g, &s, x, dy, dw);
     return grad_weight_f32(&L, g, &s, x, dy, dw);

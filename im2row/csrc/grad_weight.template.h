@@ -16,20 +16,36 @@ static void FN(gw_lower_panels)(const i2r_layout *L, const i2r_geom *g, const T 
 {
     const int64_t NR = L->nr, CG = L->cg, opix = g->oh * g->ow;
     const int64_t k0 = pa * NR, k1 = min64(pb * NR, L->k);
+    const int64_t tap0 = k0 / CG, c_first = k0 % CG;
     for (int64_t i = 0; i < pc; i++) {
         const int64_t p = p0 + i, n = p / opix, oh = p % opix / g->ow, ow = p % g->ow;
         const T *img = x + n * g->h * g->w * g->c;
+        /* walk (tap, channel) and (panel, column) together, without divisions */
+        int64_t kh = tap0 / g->kw, kw = tap0 % g->kw, c = c_first, j = 0, jo = 0;
+        T *row = bbuf + i * NR;
         for (int64_t k = k0; k < k1;) {
-            const int64_t tap = k / CG, c = k % CG, j = k / NR;
-            const int64_t run = min64(min64(CG - c, (j + 1) * NR - k), k1 - k);
-            const int64_t h = oh * g->sh + tap / g->kw * g->dh - g->pt;
-            const int64_t col = ow * g->sw + tap % g->kw * g->dw - g->pl;
-            T *dst = bbuf + (j - pa) * GW_PB * NR + i * NR + (k - j * NR);
+            const int64_t run = min64(min64(CG - c, NR - jo), k1 - k);
+            const int64_t h = oh * g->sh + kh * g->dh - g->pt;
+            const int64_t col = ow * g->sw + kw * g->dw - g->pl;
+            T *dst = row + j * GW_PB * NR + jo;
             if (h < 0 || h >= g->h || col < 0 || col >= g->w)
                 FN(zero_channels)(dst, run);
             else
                 FN(copy_channels)(dst, img + (h * g->w + col) * g->c + c, run);
             k += run;
+            c += run;
+            jo += run;
+            if (c == CG) {
+                c = 0;
+                if (++kw == g->kw) {
+                    kw = 0;
+                    kh++;
+                }
+            }
+            if (jo == NR) {
+                jo = 0;
+                j++;
+            }
         }
     }
 }
@@ -206,4 +222,43 @@ static i2r_status FN(grad_weight)(const i2r_layout *L, const i2r_geom *g, const 
         FN(gw_thread_work)(L, g, s, x, dy, gw, &failed);
     }
     return failed ? I2R_ENOMEM : I2R_OK;
+}
+
+/* NHWC with few channels per group: the NHWC lowering would copy a run of Cg values per tap
+ * and pixel, so x and dy are transposed into NCHW copies (image by image) and the NCHW tasks
+ * run on them; the OIHW result is then written as HWIO. Measured (N=8, 1 thread): ResNet-50
+ * stem 55 -> 34 ms, 3->64 3x3 at 180x180 37 -> 30 ms. */
+static i2r_status FN(grad_weight_via_nchw)(const i2r_layout *L, const i2r_geom *g,
+                                           int nthreads, const T *x, const T *dy, T *gw)
+{
+    i2r_geom gn = *g;
+    gn.nhwc = 0;
+    gw_schedule s;
+    make_gw_schedule(&s, L, &gn, nthreads);
+    const int64_t plane = g->h * g->w, opix = g->oh * g->ow, K = L->k, TAPS = g->kh * g->kw;
+    int64_t xcap, dycap, gwcap;   /* from the block cache: fresh pages fault (buffers.c) */
+    T *xn = buffer_alloc(MUL4(g->n, g->c, plane, (int64_t)sizeof(T)), &xcap);
+    T *dyn = buffer_alloc(MUL4(g->n, g->oc, opix, (int64_t)sizeof(T)), &dycap);
+    T *gwn = buffer_alloc(MUL3(g->oc, K, (int64_t)sizeof(T)), &gwcap);
+    i2r_status st = I2R_ENOMEM;
+    if (xn && dyn && gwn) {
+        /* by blocks of 64 pixels: a block's rows stay cached while its columns are read */
+        for (int64_t n = 0; n < g->n; n++) {
+            for (int64_t r = 0; r < plane; r += 64)
+                FN(transpose)(L, x + (n * plane + r) * g->c, min64(64, plane - r), g->c, g->c,
+                              xn + n * g->c * plane + r, plane, 1);
+            for (int64_t r = 0; r < opix; r += 64)
+                FN(transpose)(L, dy + (n * opix + r) * g->oc, min64(64, opix - r), g->oc,
+                              g->oc, dyn + n * g->oc * opix + r, opix, 1);
+        }
+        st = FN(grad_weight)(L, &gn, &s, xn, dyn, gwn);
+        for (int64_t oc = 0; st == I2R_OK && oc < g->oc; oc++)   /* OIHW -> HWIO */
+            for (int64_t c = 0; c < L->cg; c++)
+                for (int64_t t = 0; t < TAPS; t++)
+                    gw[(t * L->cg + c) * g->oc + oc] = gwn[oc * K + c * TAPS + t];
+    }
+    buffer_free(xn, xcap);
+    buffer_free(dyn, dycap);
+    buffer_free(gwn, gwcap);
+    return st;
 }

@@ -349,6 +349,16 @@ i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom 
     memset(stats, 0, sizeof *stats);
     stats->threads = s.threads;
     stats->workspace_bytes = mul_sat(s.threads, s.thread_bytes);
+    if (gw_via_nchw(&L, g)) {   /* NCHW copies of x and dy, the OIHW result; their tasks */
+        i2r_geom gn = *g;
+        gn.nhwc = 0;
+        make_gw_schedule(&s, &L, &gn, nthreads);
+        const int64_t size = (int64_t)dtype_size(dtype);
+        stats->threads = s.threads;
+        stats->workspace_bytes = add_sat(mul_sat(s.threads, s.thread_bytes), mul_sat(size,
+            add_sat(add_sat(MUL4(g->n, g->c, g->h, g->w), MUL4(g->n, g->oc, g->oh, g->ow)),
+                    mul_sat(g->oc, L.k))));
+    }
     stats->copied_values = MUL4(g->n, g->oh * g->ow, L.k, L.groups);
     return stats->workspace_bytes >= SIZE_LIMIT ? I2R_ETOOBIG : I2R_OK;
 }
