@@ -130,7 +130,8 @@ class _TransposedPlan:
         geometry = (n, self.cout, out_hw[0], out_hw[1], self.cin, kh, kw, self.groups, sh, sw,
                     dh, dw, pad_begin[0], pb, pad_begin[1], pr, hin, win, True, 0)
         f64 = self.dtype == np.float64
-        if not native.transpose_scatter_preferred(geometry, _backend.isa(), f64):
+        asked = geometry[:18] + (not nchw, 0)   # the rule depends on the caller's layout
+        if not native.transpose_scatter_preferred(asked, _backend.isa(), f64):
             return False
         if self._hwio is None:
             self._hwio = np.ascontiguousarray(self.w_nchw.transpose(2, 3, 1, 0))

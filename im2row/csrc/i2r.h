@@ -107,9 +107,10 @@ i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom 
                                    int nthreads, i2r_stats *stats);
 
 /* dx = the input gradient of the NHWC convolution g given dy (= the transposed convolution of
- * dy with w), in scatter form: w HWIO, C-contiguous; every element of dx written. For few
- * input channels per group (i2r_transpose_scatter_preferred), where the phase split's forward
- * GEMMs fill few columns; g->pb and g->pr are not used (they may be negative: output_padding). */
+ * dy with w), in scatter form: w HWIO, C-contiguous; every element of dx written; g->pb and
+ * g->pr are not used (they may be negative: output_padding). i2r_transpose_scatter_preferred
+ * (g->nhwc: the caller's layout) says where it beats the phase split: few input channels per
+ * group (the phase GEMMs would fill few columns) and NHWC depthwise layers. */
 i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
                                  const void *dy, const void *w, void *dx);
 int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);

@@ -5,7 +5,8 @@
  * g is the forward convolution y = conv(x, w) whose input gradient dx is computed (= the
  * transposed convolution of dy with w): per block of SC_PB pixels of dy, cols (pixels x K,
  * K in (kh, kw, c) order) = dy rows (read in place) x w packed as K panels, then each pixel's
- * KH*KW channel runs are added into the dx pixels its taps read. An image's dx is written by
+ * KH*KW channel runs are added into the dx pixels its taps read. Depthwise layers skip the
+ * GEMM: dy times the tap's channel weights, added directly. An image's dx is written by
  * one task, in pixel order: the result does not depend on the thread count. */
 
 /* w (HWIO, K x OC) as [G][K panels][OCg][NR]: B panels of the GEMM whose K dimension is OC. */
@@ -66,20 +67,53 @@ static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *d
         }
 }
 
-static void FN(scatter_thread_work)(const i2r_layout *L, const i2r_geom *g, const T *dy,
-                                    const T *wpack, T *dx, int *failed)
+/* Depthwise (one channel in and out per group): each dy pixel times each tap's channel
+ * weights, added into the input pixel the tap reads; vectorised across the channels. */
+static void FN(scatter_depthwise_image)(const i2r_geom *g, const T *dy, const T *w, int64_t n,
+                                        T *dx)
 {
-    int64_t capacity;
-    T *cbuf = (T *)buffer_alloc(MUL3(SC_PB, cdiv(L->k, L->nr) * L->nr,
-                                     (int64_t)sizeof(T)), &capacity);
-    if (!cbuf)
+    const int64_t C = g->c;
+    T *dx_img = dx + n * g->h * g->w * C;
+    memset(dx_img, 0, (size_t)(g->h * g->w * C) * sizeof(T));
+    for (int64_t oh = 0; oh < g->oh; oh++)
+        for (int64_t ow = 0; ow < g->ow; ow++) {
+            const T *d = dy + ((n * g->oh + oh) * g->ow + ow) * C;
+            for (int64_t kh = 0; kh < g->kh; kh++) {
+                const int64_t ih = oh * g->sh + kh * g->dh - g->pt;
+                if (ih < 0 || ih >= g->h)
+                    continue;
+                for (int64_t kw = 0; kw < g->kw; kw++) {
+                    const int64_t iw = ow * g->sw + kw * g->dw - g->pl;
+                    if (iw < 0 || iw >= g->w)
+                        continue;
+                    T *o = dx_img + (ih * g->w + iw) * C;
+                    const T *wt = w + (kh * g->kw + kw) * C;   /* HWIO (KH, KW, 1, C) */
+                    for (int64_t c = 0; c < C; c++)
+                        o[c] += d[c] * wt[c];
+                }
+            }
+        }
+}
+
+static void FN(scatter_thread_work)(const i2r_layout *L, const i2r_geom *g, const T *dy,
+                                    const T *w, const T *wpack, T *dx, int *failed)
+{
+    int64_t capacity = 0;
+    T *cbuf = L->depthwise ? NULL : (T *)buffer_alloc(MUL3(SC_PB, cdiv(L->k, L->nr) * L->nr,
+                                                           (int64_t)sizeof(T)), &capacity);
+    if (!L->depthwise && !cbuf)
         *failed = 1;
 #ifdef I2R_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t n = 0; n < g->n; n++)
-        if (!*failed)
+    for (int64_t n = 0; n < g->n; n++) {
+        if (*failed)
+            continue;
+        if (L->depthwise)
+            FN(scatter_depthwise_image)(g, dy, w, n, dx);
+        else
             FN(scatter_image)(L, g, dy, wpack, n, dx, cbuf);
+    }
     buffer_free(cbuf, capacity);
 }
 
@@ -87,19 +121,22 @@ static i2r_status FN(transpose_scatter)(const i2r_layout *L, const i2r_geom *g, 
                                         const T *dy, const T *w, T *dx)
 {
     const int64_t np = cdiv(L->k, L->nr);
-    T *wpack = malloc((size_t)(L->groups * np * L->ocg * L->nr) * sizeof(T));
-    if (!wpack)
-        return I2R_ENOMEM;
-    FN(scatter_pack)(L, g, w, wpack);
+    T *wpack = NULL;
+    if (!L->depthwise) {
+        wpack = malloc((size_t)(L->groups * np * L->ocg * L->nr) * sizeof(T));
+        if (!wpack)
+            return I2R_ENOMEM;
+        FN(scatter_pack)(L, g, w, wpack);
+    }
     int failed = 0;
     const int64_t threads = max64(1, min64(nthreads, g->n));
     if (threads > 1) {   /* no OpenMP region for one thread (see FN(conv)) */
 #ifdef I2R_HAVE_OPENMP
 #pragma omp parallel num_threads((int)threads) reduction(| : failed)
 #endif
-        FN(scatter_thread_work)(L, g, dy, wpack, dx, &failed);
+        FN(scatter_thread_work)(L, g, dy, w, wpack, dx, &failed);
     } else {
-        FN(scatter_thread_work)(L, g, dy, wpack, dx, &failed);
+        FN(scatter_thread_work)(L, g, dy, w, wpack, dx, &failed);
     }
     free(wpack);
     return failed ? I2R_ENOMEM : I2R_OK;
