@@ -234,6 +234,7 @@ enum { GW_PB = 128 };   /* pixels of one lowered block: the GEMM's K block */
 #define GW_C_BYTES ((int64_t)2 << 20)      /* NHWC: a task's share of dW and B, at most */
 enum { SC_PB = 128 };   /* i2r_transpose_scatter: pixels of dy per GEMM block */
 #define GW_DW_CHANNELS 256
+#define GW_FEW_ROWS_TILES 8        /* NCHW: K up to this many register tiles splits panels */
 #define GW_NHWC_MIN_CHANNELS 16   /* NHWC weight gradients of fewer channels per group run on
                                      NCHW copies (grad_weight_via_nchw) */
 static inline int gw_via_nchw(const i2r_layout *L, const i2r_geom *g)
@@ -242,6 +243,7 @@ static inline int gw_via_nchw(const i2r_layout *L, const i2r_geom *g)
 }                 /* depthwise NHWC: channels of a task, at most */
 typedef struct {
     int64_t ntasks, parts, units, threads;
+    int64_t oparts;   /* NCHW: parts of the output channels' panels (1 elsewhere) */
     int64_t abytes, bbytes, cbytes, thread_bytes;
 } gw_schedule;
 

@@ -85,8 +85,8 @@ static void FN(gw_nhwc_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
  * one panel GW_PB wide) and B = NR-wide panels of dY^T (the planes' blocks transposed). Result
  * into c, then transposed into the OIHW gradient. */
 static void FN(gw_nchw_task)(const i2r_layout *L, const i2r_geom *g, const T *x, const T *dy,
-                             int64_t group, int64_t c0, int64_t c1, T *gw, T *abuf, T *bbuf,
-                             T *c)
+                             int64_t group, int64_t c0, int64_t c1, int64_t qa, int64_t qb,
+                             T *gw, T *abuf, T *bbuf, T *c)
 {
     const KFN(gemm) ukernel = L->FN(k).gemm;
     const int64_t NR = L->nr, MR = L->mr, OCG = L->ocg, K = L->k, TAPS = g->kh * g->kw;
@@ -100,18 +100,19 @@ static void FN(gw_nchw_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
             const int64_t pc = min64(GW_PB, opix - q0);
             const int flags = n || q0 ? GEMM_ACCUMULATE : 0;
             FN(lower_panels)(g, x_img, c1 - c0, pc, q0, pc, 0, 1, abuf);
-            for (int64_t j = 0; j < np; j++)
+            for (int64_t j = qa; j < qb; j++)
                 FN(transpose)(L, dy_img + j * NR * opix + q0, min64(NR, OCG - j * NR), pc,
                               opix, bbuf + j * GW_PB * NR, NR, 1);
-            for (int64_t j = 0; j < np; j++)
+            for (int64_t j = qa; j < qb; j++)
                 for (int64_t i = 0; i < rows; i += MR)
                     ukernel((size_t)min64(MR, rows - i), (size_t)min64(NR, OCG - j * NR),
                             (size_t)pc, abuf + i * pc, (size_t)pc, bbuf + j * GW_PB * NR,
                             c + i * OCG + j * NR, (size_t)OCG, NULL, flags);
         }
     }
-    /* OIHW: gw[(group*OCg + oc)*K + k] = c[(k - c0*TAPS)*OCg + oc] */
-    FN(transpose)(L, c, rows, OCG, OCG, gw + group * OCG * K + c0 * TAPS, K, 1);
+    /* OIHW: gw[(group*OCg + oc)*K + k] = c[(k - c0*TAPS)*OCg + oc], oc of panels [qa, qb) */
+    FN(transpose)(L, c + qa * NR, rows, min64(qb * NR, OCG) - qa * NR, OCG,
+                  gw + (group * OCG + qa * NR) * K + c0 * TAPS, K, 1);
 }
 
 /* Depthwise (one channel in and out per group), channels [c0, c1): each weight is a sum of
@@ -195,16 +196,18 @@ static void FN(gw_thread_work)(const i2r_layout *L, const i2r_geom *g, const gw_
     for (int64_t task = 0; task < s->ntasks; task++) {
         if (*failed)
             continue;
-        const int64_t group = task / s->parts, b = task % s->parts;
+        const int64_t q = task % s->oparts, rest = task / s->oparts;
+        const int64_t group = rest / s->parts, b = rest % s->parts;
         const int64_t lo = b * s->units / s->parts, hi = (b + 1) * s->units / s->parts;
-        if (lo == hi)
+        const int64_t qa = q * L->npanels / s->oparts, qb = (q + 1) * L->npanels / s->oparts;
+        if (lo == hi || qa == qb)
             continue;
         if (L->depthwise)
             FN(gw_depthwise_task)(g, x, dy, lo, hi, gw, scratch);
         else if (g->nhwc)
             FN(gw_nhwc_task)(L, g, x, dy, group, lo, hi, gw, abuf, bbuf, c);
         else
-            FN(gw_nchw_task)(L, g, x, dy, group, lo, hi, gw, abuf, bbuf, c);
+            FN(gw_nchw_task)(L, g, x, dy, group, lo, hi, qa, qb, gw, abuf, bbuf, c);
     }
     buffer_free(scratch, capacity);
 }

@@ -301,6 +301,7 @@ void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, in
     const int64_t size = (int64_t)dtype_size(L->dtype), taps = g->kh * g->kw;
     const int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
     int64_t per_unit, cap;
+    s->oparts = 1;
     if (L->depthwise) {   /* channels; NHWC: a row's and the total's sums of a task's */
         s->units = g->c;
         /* NHWC: every task reads all of x and dy, so as few as there are threads */
@@ -324,7 +325,12 @@ void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, in
     }
     s->parts = min64(s->units, max64(cdiv(want, L->groups),
                                      cdiv(s->units, max64(1, cap / max64(per_unit, 1)))));
-    s->ntasks = mul_sat(L->groups, s->parts);
+    if (!g->nhwc && L->npanels > 1 && L->k <= GW_FEW_ROWS_TILES * L->mr) {
+        /* few im2col rows: one channel part, the output panels split among the tasks */
+        s->parts = 1;
+        s->oparts = min64(L->npanels, cdiv(want, L->groups));
+    }
+    s->ntasks = MUL3(L->groups, s->parts, s->oparts);
     s->threads = max64(1, min64(nthreads, s->ntasks));
     const int64_t per_task = cdiv(s->units, s->parts);
     if (g->nhwc) {
