@@ -31,19 +31,12 @@ else:
         else:
             unavailable_reason = f"the compiled extension im2row._native failed to import: {exc}"
 
-def _gnu_openmp_loaded():
-    try:
-        with open("/proc/self/maps") as f:
-            return "libgomp" in f.read()
-    except OSError:   # not Linux: no libgomp to worry about (macOS, Windows use others)
-        return False
-
-
 def _after_fork_in_child():
     # GNU OpenMP's thread pool does not survive fork(): a multi-threaded region in the child
-    # of a parent that ran one hangs. PyTorch does the same (one thread after fork).
-    if _gnu_openmp_loaded():
-        native.run_on_one_thread()
+    # of a parent that ran one hangs. LLVM's libomp (the clang build) mostly does, but a child
+    # forked while the parent's workers were still spin-waiting hung once in CI. PyTorch does
+    # the same for every runtime: one thread after fork.
+    native.run_on_one_thread()
 
 
 if native is not None and native.openmp() and hasattr(os, "register_at_fork"):
