@@ -28,6 +28,15 @@ def pad_amounts(h, w, kh, kw, stride, padding, dilation):
     return ph + pw
 
 
+def zero_padded(x, pads):
+    """x (N, C, H, W) inside zeros: pads = (top, bottom, left, right)."""
+    n, c, h, w = x.shape
+    pt, pb, pl, pr = pads
+    xp = np.zeros((n, c, h + pt + pb, w + pl + pr))
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    return xp
+
+
 def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -41,8 +50,7 @@ def conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     pt, pb, pl, pr = pad_amounts(h, w, kh, kw, (sh, sw), padding, (dh, dw))
-    xp = np.zeros((n, c, h + pt + pb, w + pl + pr))
-    xp[:, :, pt:pt + h, pl:pl + w] = x
+    xp = zero_padded(x, (pt, pb, pl, pr))
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     ocg = oc // groups
@@ -115,8 +123,7 @@ def conv2d_grad_weight_reference(x, grad_out, kernel, stride=1, padding=0, dilat
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     pt, pb, pl, pr = pad_amounts(h, w, kh, kw, (sh, sw), padding, (dh, dw))
-    xp = np.zeros((n, c, h + pt + pb, w + pl + pr))
-    xp[:, :, pt:pt + h, pl:pl + w] = x
+    xp = zero_padded(x, (pt, pb, pl, pr))
     _, oc, oh, ow = gy.shape
     cg, ocg = c // groups, oc // groups
     dw_ = np.zeros((oc, cg, kh, kw))

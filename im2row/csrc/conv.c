@@ -75,19 +75,3 @@ i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g
         return transpose_scatter_f64(&L, g, nthreads, dy, w, dx);
     return transpose_scatter_f32(&L, g, nthreads, dy, w, dx);
 }
-
-int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
-{
-    const int64_t nr = dtype == I2R_F64 ? select_kernels_f64(isa).nr
-                                        : select_kernels_f32(isa).nr;
-    const int64_t cg = g->c / g->groups;
-    const int depthwise = g->groups > 1 && cg == 1 && g->oc == g->groups;
-    /* the phase split's GEMMs have cg columns: a quarter of a panel or less fills badly.
-     * NHWC depthwise with stride > 1: the phase split would run s*s convolutions of 1-4 taps
-     * each; one pass adding each tap's products in place is faster (3x3 s2 144 ch, 28x28 ->
-     * 56x56, N=8, 1 thread: 5.1 -> 1.9 ms); at stride 1 the forward's strip is (4.8 against
-     * 9.7 ms at 56x56). g->nhwc: the caller's layout. */
-    if (depthwise)
-        return g->nhwc && (g->sh > 1 || g->sw > 1);
-    return cg <= nr / 4;
-}

@@ -44,6 +44,27 @@ static int is_pointwise(const i2r_geom *g)
            g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
 }
 
+/* The layout's kernel table (of its dtype only) and register tile. */
+static void set_kernels(i2r_layout *L, i2r_dtype dtype, i2r_isa isa)
+{
+    if (dtype == I2R_F64) {
+        L->k_f64 = select_kernels_f64(isa);
+        L->mr = L->k_f64.mr; L->nr = L->k_f64.nr;
+    } else {
+        L->k_f32 = select_kernels_f32(isa);
+        L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
+    }
+}
+
+/* The GEMM register tile (MR x NR) of a dtype at an ISA level. */
+static void register_tile(i2r_dtype dtype, i2r_isa isa, int64_t *mr, int64_t *nr)
+{
+    i2r_layout L;
+    set_kernels(&L, dtype, isa);
+    *mr = L.mr;
+    *nr = L.nr;
+}
+
 void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
                         int64_t kh, int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
                         int rotations)
@@ -59,13 +80,7 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
-    if (dtype == I2R_F64) {
-        L->k_f64 = select_kernels_f64(isa);
-        L->mr = L->k_f64.mr; L->nr = L->k_f64.nr;
-    } else {
-        L->k_f32 = select_kernels_f32(isa);
-        L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
-    }
+    set_kernels(L, dtype, isa);
     L->npanels = L->depthwise ? 1 : (ocg + L->nr - 1) / L->nr;
     L->col_step = dw / g0;
     L->rot_step = sw / g0;
@@ -281,13 +296,7 @@ void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom 
     L->kh = g->kh; L->kw = g->kw; L->sw = g->sw; L->dw = g->dw;
     L->cg = g->c / g->groups; L->ocg = g->oc / g->groups;
     L->k = L->kh * L->kw * L->cg;
-    if (dtype == I2R_F64) {
-        L->k_f64 = select_kernels_f64(isa);
-        L->mr = L->k_f64.mr; L->nr = L->k_f64.nr;
-    } else {
-        L->k_f32 = select_kernels_f32(isa);
-        L->mr = L->k_f32.mr; L->nr = L->k_f32.nr;
-    }
+    set_kernels(L, dtype, isa);
     L->npanels = cdiv(L->ocg, L->nr);
     L->depthwise = g->groups > 1 && L->cg == 1 && L->ocg == 1;
     if (L->depthwise)
@@ -418,8 +427,8 @@ int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
  * which are a GEMM on the input itself. */
 i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
 {
-    int64_t mr = dtype == I2R_F64 ? select_kernels_f64(isa).mr : select_kernels_f32(isa).mr;
-    int64_t nr = dtype == I2R_F64 ? select_kernels_f64(isa).nr : select_kernels_f32(isa).nr;
+    int64_t mr, nr;
+    register_tile(dtype, isa, &mr, &nr);
     const int64_t ts = (int64_t)dtype_size(dtype);
     int depthwise = g->groups > 1 && g->c == g->groups && g->oc == g->groups;
     if (is_pointwise(g))
@@ -441,4 +450,22 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
         return I2R_BLOCKED;
     return g->oh >= STRIP_MIN_ROWS && tile_fill(g->oh, g->oh, mr) >= STRIP_MIN_TILE_FILL
         ? I2R_STRIP : I2R_BLOCKED;
+}
+
+/* Whether the input gradient / transposed convolution runs in scatter form
+ * (i2r_transpose_scatter) rather than as the phase split of forward convolutions. */
+int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+{
+    int64_t mr, nr;
+    register_tile(dtype, isa, &mr, &nr);
+    const int64_t cg = g->c / g->groups;
+    const int depthwise = g->groups > 1 && cg == 1 && g->oc == g->groups;
+    /* the phase split's GEMMs have cg columns: a quarter of a panel or less fills badly.
+     * NHWC depthwise with stride > 1: the phase split would run s*s convolutions of 1-4 taps
+     * each; one pass adding each tap's products in place is faster (3x3 s2 144 ch, 28x28 ->
+     * 56x56, N=8, 1 thread: 5.1 -> 1.9 ms); at stride 1 the forward's strip is (4.8 against
+     * 9.7 ms at 56x56). g->nhwc: the caller's layout. */
+    if (depthwise)
+        return g->nhwc && (g->sh > 1 || g->sw > 1);
+    return cg <= nr / 4;
 }
