@@ -47,6 +47,20 @@ cdef extern from "i2r.h" nogil:
     i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
                                      int nthreads, const void *dy, const void *w, void *dx)
     int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    ctypedef struct i2r_winograd:
+        pass
+    int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    i2r_status i2r_winograd_pack(i2r_dtype dtype, i2r_isa isa, int tile, const void *wm,
+                                 const int64_t *wstride, const void *bias, int64_t groups,
+                                 int64_t cg, int64_t ocg, int relu, int nthreads,
+                                 i2r_winograd **out)
+    void i2r_winograd_free(i2r_winograd *w)
+    int64_t i2r_winograd_packed_bytes(const i2r_winograd *w)
+    i2r_status i2r_winograd_predict(i2r_dtype dtype, i2r_isa isa, int tile, const i2r_geom *g,
+                                    int nthreads, int with_bias, i2r_stats *stats)
+    i2r_status i2r_winograd_conv(const i2r_winograd *w, const i2r_geom *g, int nthreads,
+                                 int debug_nan, const void *x, void *y, i2r_stats *stats)
     i2r_isa i2r_cpu_isa()
     int i2r_have_openmp()
     int i2r_max_threads()
@@ -194,6 +208,16 @@ cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, i2r_method method
     return status
 
 
+cdef tuple _weight_strides(weight, str layout, int64_t groups):
+    """(groups, kh, kw, C/groups, OC/groups) element strides of C-contiguous weights."""
+    cdef int64_t oc, cg, kh, kw
+    if layout == "NCHW":
+        oc, cg, kh, kw = weight.shape
+        return ((oc // groups) * cg * kh * kw, kw, 1, kh * kw, cg * kh * kw)
+    kh, kw, cg, oc = weight.shape
+    return (oc // groups, kw * cg * oc, cg * oc, oc, 1)
+
+
 cdef class PackedWeights:
     """Weights packed once for the GEMM microkernels of one ISA level.
 
@@ -212,10 +236,9 @@ cdef class PackedWeights:
         cdef int64_t oc, cg, kh, kw
         if layout == "NCHW":
             oc, cg, kh, kw = weight.shape
-            strides = ((oc // groups) * cg * kh * kw, kw, 1, kh * kw, cg * kh * kw)
         else:
             kh, kw, cg, oc = weight.shape
-            strides = (oc // groups, kw * cg * oc, cg * oc, oc, 1)
+        strides = _weight_strides(weight, layout, groups)
         cdef i2r_isa code = _isa_code(isa)
         cdef i2r_status st
         self.isa = isa
@@ -339,3 +362,108 @@ def transpose_scatter_preferred(tuple geom, str isa, bint f64):
     _fill_geom(&g, geom)
     return bool(i2r_transpose_scatter_preferred(I2R_F64 if f64 else I2R_F32, _isa_code(isa),
                                                 &g))
+
+
+def winograd_tile(tuple geom, str isa, bint f64):
+    """The Winograd output tile (2 or 4) the planner picks for this geometry; 0 where
+    Winograd does not apply (not 3x3, stride 1, dilation 1)."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    return i2r_winograd_tile(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g)
+
+
+def winograd_preferred(tuple geom, str isa, bint f64):
+    """Whether "auto", allowed Winograd, runs it on this geometry (the C planner's rule)."""
+    cdef i2r_geom g
+    _fill_geom(&g, geom)
+    return bool(i2r_winograd_preferred(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g))
+
+
+def winograd_predict(tuple geom, int tile, int nthreads, str isa, bint f64, bint with_bias):
+    """(workspace bytes, packed-weight bytes, values transformed) of one Winograd call."""
+    cdef i2r_geom g
+    cdef i2r_stats st
+    _fill_geom(&g, geom)
+    if _one_thread:
+        nthreads = 1
+    status = i2r_winograd_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), tile, &g,
+                                  nthreads, with_bias, &st)
+    if status == I2R_ETOOBIG:
+        _check(status, "the scratch of all threads" if st.workspace_bytes >= _LIMIT
+               else "the transformed weights")
+    _check(status, "predict")
+    return st.workspace_bytes, st.packed_bytes, st.copied_values
+
+
+cdef i2r_status _wino_pack(const floating[::1] weight, tuple strides, int tile, int64_t groups,
+                           int64_t cg, int64_t ocg, const floating[::1] bias, bint relu,
+                           i2r_isa isa, int nthreads, i2r_winograd **out):
+    cdef int64_t ws[5]
+    ws[0], ws[1], ws[2], ws[3], ws[4] = strides
+    cdef const void *wptr = &weight[0] if weight.shape[0] else NULL
+    cdef const void *bptr = &bias[0] if bias is not None else NULL
+    cdef i2r_dtype dt = I2R_F64 if floating is double else I2R_F32
+    cdef i2r_status st
+    with nogil:
+        st = i2r_winograd_pack(dt, isa, tile, wptr, ws, bptr, groups, cg, ocg, relu, nthreads,
+                               out)
+    return st
+
+
+cdef i2r_status _wino_conv(const i2r_winograd *w, const i2r_geom *g, int nthreads,
+                           bint debug_nan, const floating[:, :, :, ::1] x,
+                           floating[:, :, :, ::1] y, i2r_stats *st):
+    cdef const void *xptr = &x[0, 0, 0, 0]
+    cdef void *yptr = &y[0, 0, 0, 0]
+    cdef i2r_status status
+    with nogil:
+        status = i2r_winograd_conv(w, g, nthreads, debug_nan, xptr, yptr, st)
+    return status
+
+
+cdef class WinogradWeights:
+    """3x3 weights transformed for Winograd F(tile x tile, 3x3) and packed (tile 2 or 4);
+    weight and bias as for PackedWeights, read during construction only."""
+    cdef i2r_winograd *w
+    cdef readonly int tile
+    cdef readonly bint f64
+
+    def __cinit__(self, weight, str layout, int64_t groups, bias, int tile, bint relu, str isa,
+                  int nthreads=1):
+        cdef int64_t oc = weight.shape[0] if layout == "NCHW" else weight.shape[3]
+        cdef int64_t cg = weight.shape[1] if layout == "NCHW" else weight.shape[2]
+        strides = _weight_strides(weight, layout, groups)
+        self.tile = tile
+        self.f64 = weight.dtype.itemsize == 8
+        flat = weight.reshape(-1)
+        cdef i2r_status st
+        if self.f64:
+            st = _wino_pack[double](flat, strides, tile, groups, cg, oc // groups, bias, relu,
+                                    _isa_code(isa), nthreads, &self.w)
+        else:
+            st = _wino_pack[float](flat, strides, tile, groups, cg, oc // groups, bias, relu,
+                                   _isa_code(isa), nthreads, &self.w)
+        _check(st, "the transformed weights" if st == I2R_ETOOBIG else "Winograd weight packing")
+
+    def __dealloc__(self):
+        i2r_winograd_free(self.w)
+
+    @property
+    def nbytes(self):
+        return i2r_winograd_packed_bytes(self.w)
+
+    def run(self, x, y, tuple geom, int nthreads, bint debug_nan):
+        """y = conv(x) by Winograd (as PackedWeights.run); returns (workspace bytes, values
+        transformed, threads)."""
+        cdef i2r_geom g
+        cdef i2r_stats st
+        cdef i2r_status status
+        _fill_geom(&g, geom)
+        if _one_thread:
+            nthreads = 1
+        if self.f64:
+            status = _wino_conv[double](self.w, &g, nthreads, debug_nan, x, y, &st)
+        else:
+            status = _wino_conv[float](self.w, &g, nthreads, debug_nan, x, y, &st)
+        _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "conv2d")
+        return st.workspace_bytes, st.copied_values, st.threads

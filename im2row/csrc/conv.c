@@ -1,4 +1,4 @@
-/* The executors (i2r_conv, i2r_grad_weight, i2r_transpose_scatter): run a call's tasks (see plan.c for how they are
+/* The executors (i2r_conv, i2r_grad_weight, i2r_transpose_scatter, i2r_winograd_conv): run a call's tasks (see plan.c for how they are
  * cut) with the per-dtype loops of the *.template.h files, instantiated here for float and
  * double. */
 #include "driver.h"
@@ -16,6 +16,7 @@
 #include "execute.template.h"
 #include "grad_weight.template.h"
 #include "scatter.template.h"
+#include "winograd.template.h"
 #undef T
 #undef SFX
 
@@ -28,6 +29,7 @@
 #include "execute.template.h"
 #include "grad_weight.template.h"
 #include "scatter.template.h"
+#include "winograd.template.h"
 #undef T
 #undef SFX
 
@@ -74,4 +76,16 @@ i2r_status i2r_transpose_scatter(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g
     if (dtype == I2R_F64)
         return transpose_scatter_f64(&L, g, nthreads, dy, w, dx);
     return transpose_scatter_f32(&L, g, nthreads, dy, w, dx);
+}
+
+i2r_status i2r_winograd_conv(const i2r_winograd *w, const i2r_geom *g, int nthreads,
+                             int debug_nan, const void *x, void *y, i2r_stats *stats)
+{
+    const i2r_layout *L = &w->L;
+    if (!i2r_winograd_tile(L->dtype, L->isa, g) || g->groups != L->groups || g->c != L->groups * L->cg ||
+        g->oc != L->groups * L->ocg || nthreads < 1)
+        return I2R_EINVAL;
+    if (L->dtype == I2R_F64)
+        return winograd_f64(w, g, nthreads, debug_nan, x, y, stats);
+    return winograd_f32(w, g, nthreads, debug_nan, x, y, stats);
 }

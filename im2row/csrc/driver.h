@@ -13,6 +13,8 @@
  *     grad_weight.template.h  the weight gradient (i2r_grad_weight), on the same lowering
  *                          and microkernels
  *     scatter.template.h   the transposed convolution in scatter form (few output channels)
+ *     winograd.template.h  Winograd F(2x2, 3x3) / F(4x4, 3x3) (i2r_winograd_conv)
+ *   winograd.c             Winograd's weight transform and packing, tile choice, work split
  */
 #ifndef IM2ROW_DRIVER_H
 #define IM2ROW_DRIVER_H
@@ -48,7 +50,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
-       PACK_TASK_ROWS = 256 }; /* packing: source rows of one threaded task */  /* wider kernels (KW > 16) refill every slot at every column */
+       PACK_TASK_ROWS = 256 }; /* packing: source rows of one threaded task */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
 #define PACK_PARALLEL_BYTES ((int64_t)1 << 20)   /* packing more than this is threaded */
 #define JB_BYTES ((int64_t)1 << 20)
@@ -265,7 +267,38 @@ static inline void store_fence(void) { _mm_sfence(); }
 static inline void store_fence(void) {}
 #endif
 
+/* Winograd (winograd.c, winograd.template.h): weights transformed and packed for one tile
+ * size, [G][(m+2)^2 positions][npanels][Cg][NR]; L is the layout of a 1x1 GEMM of Cg -> OCg
+ * per group (register tile, panels, kernels). */
+struct i2r_winograd {
+    i2r_layout L;
+    int tile, relu;
+    void *packed, *bias;   /* bias: [OC] or NULL */
+    int64_t packed_capacity, bias_capacity, packed_bytes;
+};
+
+/* The work split of a Winograd call: tasks of (tile block, group, output-channel part); a
+ * block is tb consecutive tiles in (image, tile row, tile column) order. Thread scratch: V
+ * and M of a block (all positions), a zero pixel and the dropped outputs of edge tiles, and
+ * for NCHW the staged input and output of one tile-row segment (at most seg tiles). */
+typedef struct {
+    int64_t tile, alpha, a2;   /* m, m + 2, (m + 2)^2 */
+    int64_t th, tw, tiles;     /* tile rows and columns of an image; tiles of the batch */
+    int64_t tb, nblocks, parts, ntasks, threads;
+    int64_t ldm;               /* row length of M: the panels' columns */
+    int64_t weight_bytes;      /* transformed weights of a group */
+    int64_t seg;
+    int64_t vbytes, mbytes, zbytes, sibytes, sobytes, thread_bytes;
+} wino_schedule;
+enum { WINO_MIN_TILES = 2, WINO_MAX_TILES = 16,   /* register tiles of rows in a block */
+       WINO_STREAM_ROWS = 64,     /* rows of a block whose weights do not stay in L2 */
+       WINO_WEIGHT_ROWS = 16,     /* tile choice: the cost of streaming them, in rows */
+       WINO_MIN_CHANNELS = 16,    /* "auto" with Winograd allowed: channels per group, ... */
+       WINO_MIN_PIXELS = 36 };    /* ... and output pixels of an image, at least */
+
 /* plan.c */
+int64_t l2_cache_bytes(void);
+void set_kernels(i2r_layout *L, i2r_dtype dtype, i2r_isa isa);
 void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t kh,
                  int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int rotations);
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
@@ -277,5 +310,10 @@ void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbyte
 int geometry_matches(const i2r_layout *L, const i2r_geom *g);
 void make_gw_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 void make_gw_schedule(gw_schedule *s, const i2r_layout *L, const i2r_geom *g, int nthreads);
+/* winograd.c */
+void make_wino_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t cg,
+                      int64_t ocg);
+void make_wino_schedule(wino_schedule *s, const i2r_layout *L, const i2r_geom *g, int tile,
+                        int nthreads);
 
 #endif

@@ -42,6 +42,15 @@ enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (D
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 
+/* Winograd tile transforms of F(2x2, 3x3) and F(4x4, 3x3) (winograd_ukernel.template.h). */
+#define WINO_IN_ARGS(T) int tile, size_t n, const T *const *px, T *restrict v, size_t vstride
+#define WINO_OUT_ARGS(T) int tile, size_t n, const T *mm, size_t mstride, const T *bias, \
+    int relu, T *const *py
+typedef void (*wino_in_f32_fn)(WINO_IN_ARGS(float));
+typedef void (*wino_in_f64_fn)(WINO_IN_ARGS(double));
+typedef void (*wino_out_f32_fn)(WINO_OUT_ARGS(float));
+typedef void (*wino_out_f64_fn)(WINO_OUT_ARGS(double));
+
 /* dst[c*dst_ld + r] = src[r*src_ld + c] for one tr x tr tile (NCHW <-> NHWC-ordered data). */
 typedef void (*transpose_f32_fn)(const float *src, size_t src_ld, float *dst, size_t dst_ld);
 typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
@@ -56,6 +65,8 @@ typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
         dwconv_##SFX##_fn dwconv;                                                           \
         dwplane_##SFX##_fn dwplane;                                                         \
         transpose_##SFX##_fn transpose;                                                     \
+        wino_in_##SFX##_fn wino_in;                                                         \
+        wino_out_##SFX##_fn wino_out;                                                       \
     } kernels_##SFX;                                                                        \
     kernels_##SFX select_kernels_##SFX(i2r_isa isa);
 KERNEL_TABLE(float, f32)
@@ -71,6 +82,10 @@ TRANSPOSE_DECLARE(transpose_f64_4x4_generic, double);
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
               size_t ldc, const T *bias, int flags)
 #define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
+#define WINO_DECLARE(isa, T, SFX) \
+    void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T))
+WINO_DECLARE(generic, float, f32);
+WINO_DECLARE(generic, double, f64);
 GEMM_DECLARE(gemm_f32_4x16_generic, float);
 #define DWPLANE_DECLARE(name, T) void name(DWPLANE_ARGS(T))
 DWCONV_DECLARE(dwconv_f32_generic, float);
@@ -94,6 +109,10 @@ TRANSPOSE_DECLARE(transpose_f64_4x4_avx2, double);
 DWCONV_DECLARE(dwconv_f64_avx2, double);
 DWCONV_DECLARE(dwconv_f32_avx512, float);
 DWCONV_DECLARE(dwconv_f64_avx512, double);
+WINO_DECLARE(avx2, float, f32);
+WINO_DECLARE(avx2, double, f64);
+WINO_DECLARE(avx512, float, f32);
+WINO_DECLARE(avx512, double, f64);
 #endif
 
 #endif

@@ -38,6 +38,12 @@ static inline __m256i lane_mask_64(int n)
 #define V_FMA(a, b, acc) _mm256_fmadd_ps(a, b, acc)
 #define V_MAX(a, b) _mm256_max_ps(a, b)
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f32_avx2
+#define WINO_OUT_NAME wino_out_f32_avx2
+#define V_ADD(a, b) (_mm256_add_ps(a, b))
+#define V_SUB(a, b) (_mm256_sub_ps(a, b))
+#define V_MUL(a, b) (_mm256_mul_ps(a, b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_avx2
 #define DWPLANENAME dwplane_f32_avx2
 #define DWV 2
@@ -60,6 +66,12 @@ static inline __m256i lane_mask_64(int n)
 #define V_FMA(a, b, acc) _mm256_fmadd_pd(a, b, acc)
 #define V_MAX(a, b) _mm256_max_pd(a, b)
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f64_avx2
+#define WINO_OUT_NAME wino_out_f64_avx2
+#define V_ADD(a, b) (_mm256_add_pd(a, b))
+#define V_SUB(a, b) (_mm256_sub_pd(a, b))
+#define V_MUL(a, b) (_mm256_mul_pd(a, b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_avx2
 #define DWPLANENAME dwplane_f64_avx2
 #define DWV 2

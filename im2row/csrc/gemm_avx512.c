@@ -29,6 +29,12 @@
 #define V_FMA(a, b, acc) _mm512_fmadd_ps(a, b, acc)
 #define V_MAX(a, b) _mm512_max_ps(a, b)
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f32_avx512
+#define WINO_OUT_NAME wino_out_f32_avx512
+#define V_ADD(a, b) (_mm512_add_ps(a, b))
+#define V_SUB(a, b) (_mm512_sub_ps(a, b))
+#define V_MUL(a, b) (_mm512_mul_ps(a, b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_avx512
 #define DWPLANENAME dwplane_f32_avx512
 #define DWV 4
@@ -51,6 +57,12 @@
 #define V_FMA(a, b, acc) _mm512_fmadd_pd(a, b, acc)
 #define V_MAX(a, b) _mm512_max_pd(a, b)
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f64_avx512
+#define WINO_OUT_NAME wino_out_f64_avx512
+#define V_ADD(a, b) (_mm512_add_pd(a, b))
+#define V_SUB(a, b) (_mm512_sub_pd(a, b))
+#define V_MUL(a, b) (_mm512_mul_pd(a, b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_avx512
 #define DWPLANENAME dwplane_f64_avx512
 #define DWV 4

@@ -18,6 +18,12 @@
 #define V_FMA(a, b, acc) ((a) * (b) + (acc))
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f32_generic
+#define WINO_OUT_NAME wino_out_f32_generic
+#define V_ADD(a, b) ((a) + (b))
+#define V_SUB(a, b) ((a) - (b))
+#define V_MUL(a, b) ((a) * (b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_generic
 #define DWPLANENAME dwplane_f32_generic
 #define DWV 8
@@ -40,6 +46,12 @@
 #define V_FMA(a, b, acc) ((a) * (b) + (acc))
 #define V_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "gemm_ukernel.template.h"
+#define WINO_IN_NAME wino_in_f64_generic
+#define WINO_OUT_NAME wino_out_f64_generic
+#define V_ADD(a, b) ((a) + (b))
+#define V_SUB(a, b) ((a) - (b))
+#define V_MUL(a, b) ((a) * (b))
+#include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_generic
 #define DWPLANENAME dwplane_f64_generic
 #define DWV 8

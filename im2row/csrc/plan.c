@@ -13,7 +13,7 @@
  * MAX_ROTATION_BYTES (very wide kernels: the packed size grows like KW^2). */
 /* A core's L2 cache, as the OS reports it (1 MiB where it does not), read once. The L3 the
  * OS reports is not trusted: under KVM it was seen at ten times the real size. */
-static int64_t l2_cache_bytes(void)
+int64_t l2_cache_bytes(void)
 {
     static int64_t bytes;
     if (!bytes) {
@@ -45,7 +45,7 @@ static int is_pointwise(const i2r_geom *g)
 }
 
 /* The layout's kernel table (of its dtype only) and register tile. */
-static void set_kernels(i2r_layout *L, i2r_dtype dtype, i2r_isa isa)
+void set_kernels(i2r_layout *L, i2r_dtype dtype, i2r_isa isa)
 {
     if (dtype == I2R_F64) {
         L->k_f64 = select_kernels_f64(isa);
