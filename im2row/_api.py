@@ -10,15 +10,16 @@ import time
 import numpy as np
 
 from . import _backend
-from ._args import (check_array, check_bias, check_conv_args, check_layout, check_method,
-                    check_num_threads, check_out, check_same_dtype, make_spec, parse_pair,
-                    parse_padding, _int)
+from ._args import (WINOGRAD_METHODS, check_array, check_bias, check_conv_args, check_flag,
+                    check_layout, check_method, check_num_threads, check_out, check_same_dtype,
+                    check_winograd_geometry, make_spec, parse_pair, parse_padding, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
                           numpy_chunk)
 
 __version__ = "0.1.0"
 
 COMPILED_METHODS = ("i2r", "im2row", "blocked")
+WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}   # what "winograd" resolves to per shape
 ACTIVATIONS = (None, "relu")
 # What tuning plans measured: (geometry, threads, kernel level, dtype) -> the compiled method
 # "auto" runs there. Only methods whose results are bit-identical compete (see
@@ -39,9 +40,13 @@ class Conv2d:
     padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same", default 0
     groups : int, default 1
     layout : {"NCHW", "NHWC"}
-    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy"}
+    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy", "winograd", "winograd2", \
+"winograd4"}
+        As in ``conv2d``.
     activation : {None, "relu"}
         Fused into the kernels' epilogue.
+    allow_winograd : bool, default False
+        As in ``conv2d``.
     tune : bool, default False
         With ``method="auto"``: the first call on each input shape (and thread count) also
         times the compiled methods whose results are bit-identical to the planner's choice
@@ -62,24 +67,27 @@ class Conv2d:
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 layout="NCHW", method="auto", activation=None, tune=False):
+                 layout="NCHW", method="auto", activation=None, tune=False,
+                 allow_winograd=False):
         self._setup(weight, bias, stride, padding, dilation, groups, layout, method,
-                    activation, "Conv2d", copy=True)
-        if not isinstance(tune, bool):
-            raise TypeError(f"Conv2d: tune must be True or False, got {tune!r}")
+                    activation, "Conv2d", copy=True, allow_winograd=allow_winograd)
+        check_flag(tune, "tune", "Conv2d")
         self.tune = tune
-        if method not in ("numpy", "im2col") and _backend.native is not None:
+        if method in WINOGRAD_TILES:
+            self._winograd_for(WINOGRAD_TILES[method], 1, "Conv2d")
+        elif method not in ("numpy", "im2col", "winograd") and _backend.native is not None:
             # "i2r" wants a copy of the weights per strip rotation where the kernel is packed
             # that way (depthwise and few channels); "auto" packs those only when it first
             # runs "i2r"
             self._packed = self._pack(method == "i2r", False, _backend.isa(), 1, "Conv2d")
 
     def _setup(self, weight, bias, stride, padding, dilation, groups, layout, method,
-               activation, op, copy):
+               activation, op, copy, allow_winograd=False):
         """Check the arguments that do not depend on the input and keep them. copy: keep a
         copy of weight and bias (a plan); else read the caller's arrays (one call)."""
         check_layout(layout, op)
         check_method(method, op)
+        check_flag(allow_winograd, "allow_winograd", op)
         check_array(weight, "weight", op, (4,))
         if activation not in ACTIVATIONS:
             raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
@@ -98,10 +106,12 @@ class Conv2d:
         if not (isinstance(padding, str) and padding == "same"):
             parse_padding(padding, (0, 0), (1, 1), (1, 1), (1, 1), op)   # the form only
         check_bias(bias, oc, weight.dtype, op)
-        if method in COMPILED_METHODS:
+        check_winograd_geometry(method, (kh, kw), self.stride, self.dilation, op)
+        if method in COMPILED_METHODS + WINOGRAD_METHODS:
             _backend.require_native(method)
         self.padding, self.groups, self.layout = padding, groups, layout
         self.method, self.activation = method, activation
+        self.allow_winograd = allow_winograd
         self.dtype = weight.dtype
         if copy:
             self.weight = np.array(weight, order="C", copy=True)
@@ -113,6 +123,7 @@ class Conv2d:
         self.in_channels, self.out_channels = cg * groups, oc
         self.kernel_size = (kh, kw)
         self._packed = None
+        self._winograd = {}    # tile -> WinogradWeights, packed on first use
         self.tune = False
         self._tuned = set()    # (x_shape, nthreads) whose candidates were timed
         self._prepared = {}    # see _prepare
@@ -120,17 +131,20 @@ class Conv2d:
 
     @classmethod
     def _one_call(cls, x, weight, bias, stride, padding, dilation, groups, layout, method,
-                  nthreads, op):
+                  nthreads, op, allow_winograd=False):
         """A plan for one call on x: the caller's weights read in place (nothing keeps them
         past the call), packed only as the method chosen for x's shape needs, by nthreads
         threads."""
         self = cls.__new__(cls)
         self._setup(weight, bias, stride, padding, dilation, groups, layout, method, None, op,
-                    copy=False)
+                    copy=False, allow_winograd=allow_winograd)
         if method not in ("numpy", "im2col") and _backend.native is not None:
             spec, chosen, geometry = self._prepare(x.shape, nthreads, op)
-            if chosen in COMPILED_METHODS and spec.n * spec.oc * spec.oh * spec.ow and \
-                    spec.c * spec.h * spec.w:
+            if not (spec.n * spec.oc * spec.oh * spec.ow and spec.c * spec.h * spec.w):
+                return self   # nothing for a kernel to do
+            if chosen in WINOGRAD_TILES:
+                self._winograd_for(WINOGRAD_TILES[chosen], nthreads, op)
+            elif chosen in COMPILED_METHODS:
                 rotations, rows_only = _backend.native.pack_flags(geometry, chosen)
                 self._packed = self._pack(rotations, rows_only, _backend.isa(), nthreads, op)
         return self
@@ -142,6 +156,22 @@ class Conv2d:
                 rotations, self.activation == "relu", isa, rows_only, nthreads)
         except _backend.native.SizeError as e:
             raise ValueError(f"{op}: {e}") from None
+
+    def _winograd_for(self, tile, nthreads, op):
+        """The weights transformed for Winograd F(tile x tile, 3x3), packed on first use."""
+        packed = self._winograd.get(tile)
+        if packed is None:
+            with self._lock:
+                packed = self._winograd.get(tile)
+                if packed is None:
+                    try:
+                        packed = _backend.native.WinogradWeights(
+                            self.weight, self.layout, self.groups, self.bias, tile,
+                            self.activation == "relu", _backend.isa(), nthreads)
+                    except _backend.native.SizeError as e:
+                        raise ValueError(f"{op}: {e}") from None
+                    self._winograd[tile] = packed
+        return packed
 
     def _packed_for(self, method):
         """The packed weights a compiled method runs with (packing the rotations on the
@@ -171,7 +201,7 @@ class Conv2d:
         method = self._resolve(spec, geometry)
         if self.method == "auto" and method in COMPILED_METHODS:
             method = _WISDOM.get(wisdom_key(spec, geometry, nthreads), method)
-        if method in COMPILED_METHODS:
+        if method in COMPILED_METHODS + tuple(WINOGRAD_TILES):
             check_kernel_sizes(spec, geometry, method, nthreads, op)
         if len(self._prepared) >= 64:   # bounded: plans may see many input sizes
             self._prepared.clear()
@@ -203,7 +233,7 @@ class Conv2d:
             out = empty_aligned(spec.out_shape, spec.dtype)
         else:
             check_out(out, spec, (("x", x),) + tuple(caller_inputs), op)
-        if method in COMPILED_METHODS:
+        if method in COMPILED_METHODS + tuple(WINOGRAD_TILES):
             if not out.flags.aligned:   # the kernels need aligned elements: go through a copy
                 result, info = self._run(x, None, num_threads, op)
                 out[...] = result
@@ -220,6 +250,12 @@ class Conv2d:
             conv_numpy(x4, self.weight, self.bias, spec, out4)
         elif method == "im2col":
             conv_im2col(x4, self.weight, self.bias, spec, out4)
+        elif method in WINOGRAD_TILES:
+            ws, copied, threads = self._winograd_for(WINOGRAD_TILES[method], nthreads, op).run(
+                np.require(x4, requirements=("C", "A")), out4, geometry, nthreads,
+                _backend.debug_strip)
+            info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
+            return out, info
         else:
             ws, copied, threads = self._packed_for(method).run(
                 np.require(x4, requirements=("C", "A")), out4, geometry, method, nthreads,
@@ -272,17 +308,29 @@ class Conv2d:
                 out4 += self.bias
 
     def _resolve(self, spec, geometry):
-        if self.method != "auto":
-            return self.method
-        if _backend.native is None:
-            return "numpy"
-        return choose_compiled_method(spec, geometry)
+        return resolve_method(self.method, spec, geometry, self.allow_winograd)
 
     def __repr__(self):
         return (f"Conv2d(in_channels={self.in_channels}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
                 f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r}, "
                 f"method={self.method!r}, activation={self.activation!r}, dtype={self.dtype})")
+
+
+def resolve_method(method, spec, geometry, allow_winograd):
+    """The method a call runs: "auto" -> the C planner's choice (Winograd only where allowed
+    and the planner prefers it), "winograd" -> the tile the planner picks for this shape."""
+    native = _backend.native
+    if method == "auto":
+        if native is None:
+            return "numpy"
+        if not (allow_winograd and native.winograd_preferred(geometry, _backend.isa(),
+                                                            spec.dtype.itemsize == 8)):
+            return choose_compiled_method(spec, geometry)
+        method = "winograd"
+    if method == "winograd":
+        return f"winograd{native.winograd_tile(geometry, _backend.isa(), spec.dtype.itemsize == 8)}"
+    return method
 
 
 def choose_compiled_method(spec, geometry):
@@ -313,10 +361,20 @@ def check_kernel_sizes(spec, geometry, method, nthreads, op):
     if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
         return   # nothing to lower: no kernel runs
     try:
-        _backend.native.predict(geometry, method, nthreads, _backend.isa(),
-                                spec.dtype.itemsize == 8, method == "i2r", True)
+        kernel_prediction(spec, geometry, method, nthreads)
     except _backend.native.SizeError as e:
         raise ValueError(f"{op}: {e}") from None
+
+
+def kernel_prediction(spec, geometry, method, nthreads):
+    """(workspace, packed-weight bytes, values copied) of a compiled call, from the C
+    planner."""
+    f64 = spec.dtype.itemsize == 8
+    if method in WINOGRAD_TILES:
+        return _backend.native.winograd_predict(geometry, WINOGRAD_TILES[method], nthreads,
+                                                _backend.isa(), f64, True)
+    return _backend.native.predict(geometry, method, nthreads, _backend.isa(), f64,
+                                   method == "i2r", True)
 
 
 def empty_aligned(shape, dtype, alignment=64):
@@ -340,7 +398,7 @@ def spec_geometry(spec, col_origin=0):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
-           method="auto", out=None, num_threads=None):
+           method="auto", out=None, num_threads=None, allow_winograd=False):
     """2-D convolution (cross-correlation, as in deep-learning frameworks).
 
     Parameters
@@ -357,12 +415,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         "same" gives ceil(in / stride) outputs; an odd total goes at the bottom/right.
     groups : int, default 1
     layout : {"NCHW", "NHWC"}, default "NCHW"
-    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy"}, default "auto"
+    method : {"auto", "i2r", "im2row", "blocked", "im2col", "numpy", "winograd", \
+"winograd2", "winograd4"}, default "auto"
         "i2r": the reusable im2row strip (compiled). "im2row": the full im2row matrix (compiled).
         "blocked": the im2row matrix lowered one cache-sized block at a time, as the GEMM
         needs it (compiled; best for small feature maps).
         "im2col": column matrix + NumPy matmul. "numpy": chunked im2row in NumPy.
-        "auto": the best compiled method, or "numpy" without the extension.
+        "winograd2", "winograd4": Winograd's minimal filtering F(2x2, 3x3) / F(4x4, 3x3)
+        (compiled; 3x3 kernels, stride 1, dilation 1 only): 2.25x / 4x fewer multiplications,
+        not exact: see README ("Winograd") for the measured error. "winograd": the tile size
+        the planner picks for the shape.
+        "auto": the best exact compiled method, or "numpy" without the extension.
+    allow_winograd : bool, default False
+        With ``method="auto"``: also let the planner run Winograd where it is faster (3x3,
+        stride 1, dilation 1, at least 16 channels in and out per group). Off by default
+        because its results are not exact.
     out : ndarray, optional
         C-contiguous result buffer of the exact shape and dtype, sharing no memory with the
         inputs; written in place and returned.
@@ -389,12 +456,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
     plan = Conv2d._one_call(x, weight, bias, stride, padding, dilation, groups, layout, method,
-                            nthreads, op)
+                            nthreads, op, allow_winograd)
     return plan._run(x, out, num_threads, op, (("weight", weight), ("bias", bias)))[0]
 
 
 def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                    layout="NCHW", method="auto", num_threads=None, dtype=np.float32):
+                    layout="NCHW", method="auto", num_threads=None, dtype=np.float32,
+                    allow_winograd=False):
     """Memory a conv2d call would use, without running it.
 
     Returns a dict: ``workspace`` (scratch bytes of one call, all threads together),
@@ -403,6 +471,7 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     """
     op = "workspace_bytes"
     check_method(method, op)
+    check_flag(allow_winograd, "allow_winograd", op)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
@@ -423,18 +492,18 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
                      op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
     geometry = spec_geometry(spec)
-    if method == "auto":
-        method = ("numpy" if _backend.native is None
-                  else choose_compiled_method(spec, geometry))
+    check_winograd_geometry(method, (spec.kh, spec.kw), spec.stride, spec.dilation, op)
+    if method in WINOGRAD_METHODS:
+        _backend.require_native(method)
+    method = resolve_method(method, spec, geometry, allow_winograd)
     itemsize = dtype.itemsize
     if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
         # nothing to lower: the result is empty or bias only, computed without scratch
         return {"workspace": 0, "packed_weights": 0, "copied": 0, "method": method}
-    if method in COMPILED_METHODS:
-        native = _backend.require_native(method)
+    if method in COMPILED_METHODS + tuple(WINOGRAD_TILES):
+        _backend.require_native(method)
         check_kernel_sizes(spec, geometry, method, nthreads, op)
-        ws, packed, copied = native.predict(geometry, method, nthreads, _backend.isa(),
-                                            itemsize == 8, method == "i2r", True)
+        ws, packed, copied = kernel_prediction(spec, geometry, method, nthreads)
         return {"workspace": ws, "packed_weights": packed, "copied": copied * itemsize,
                 "method": method}
     # both NumPy methods write every image's whole im2row (im2col) matrix, "numpy" a chunk

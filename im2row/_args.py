@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 LAYOUTS = ("NCHW", "NHWC")
-METHODS = ("auto", "i2r", "im2row", "blocked", "im2col", "numpy")
+WINOGRAD_METHODS = ("winograd", "winograd2", "winograd4")
+METHODS = ("auto", "i2r", "im2row", "blocked", "im2col", "numpy") + WINOGRAD_METHODS
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_BYTES = 2**63 - 1
 _TooHardError = getattr(np, "exceptions", np).TooHardError
@@ -271,7 +272,24 @@ def _overlaps(a, b):
         return True
 
 
-def check_method(method, op):
-    if method not in METHODS:
-        raise ValueError(f"{op}: method must be one of {', '.join(repr(m) for m in METHODS)}, "
+def check_method(method, op, winograd=True):
+    """winograd=False: an op whose results must not depend on how it is cut up (Winograd's
+    rounding depends on where the tiles fall) or whose kernels are not 3x3."""
+    methods = METHODS if winograd else tuple(m for m in METHODS if m not in WINOGRAD_METHODS)
+    if method not in methods:
+        raise ValueError(f"{op}: method must be one of {', '.join(repr(m) for m in methods)}, "
                          f"got {method!r}")
+
+
+def check_winograd_geometry(method, kernel_size, stride, dilation, op):
+    """Winograd applies to 3x3 kernels with stride 1 and dilation 1 only."""
+    if method in WINOGRAD_METHODS and (tuple(kernel_size) != (3, 3) or stride != (1, 1) or
+                                       dilation != (1, 1)):
+        raise ValueError(f"{op}: method={method!r} needs a 3x3 kernel with stride 1 and "
+                         f"dilation 1, got kernel_size={tuple(kernel_size)}, "
+                         f"stride={stride}, dilation={dilation}")
+
+
+def check_flag(value, name, op):
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")

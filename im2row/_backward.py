@@ -245,7 +245,7 @@ class ConvTranspose2d:
     def __init__(self, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1, *, layout="NCHW", method="auto"):
         op = "ConvTranspose2d"
-        check_method(method, op)
+        check_method(method, op, winograd=False)
         check_array(weight, "weight", op, (4,))
         c = weight.shape[0] if layout == "NCHW" else weight.shape[-1]
         probe = np.empty((1, c, 1, 1) if layout == "NCHW" else (1, 1, 1, c), weight.dtype)
@@ -333,7 +333,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         OH = (H - 1)*stride - pad_top - pad_bottom + dilation*(KH - 1) + output_padding + 1.
     """
     op = "conv_transpose2d"
-    check_method(method, op)
+    check_method(method, op, winograd=False)
     stride, dilation, pads, output_padding, groups, w_nchw = _check_transpose_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation, layout, op)
     plan = _TransposedPlan(w_nchw, stride, dilation, groups, layout, method,

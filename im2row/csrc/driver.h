@@ -285,14 +285,16 @@ typedef struct {
     int64_t tile, alpha, a2;   /* m, m + 2, (m + 2)^2 */
     int64_t th, tw, tiles;     /* tile rows and columns of an image; tiles of the batch */
     int64_t tb, nblocks, parts, ntasks, threads;
-    int64_t ldm;               /* row length of M: the panels' columns */
+    int64_t ldm;               /* values of one position in M: the panels' columns */
+    int64_t vld, mld;          /* a tile's row in V (a2*Cg values) and in M (a2*ldm), padded */
     int64_t weight_bytes;      /* transformed weights of a group */
     int64_t seg;
     int64_t vbytes, mbytes, zbytes, sibytes, sobytes, thread_bytes;
 } wino_schedule;
+#define WINO_L3_WEIGHTS ((int64_t)8 << 20)
 enum { WINO_MIN_TILES = 2, WINO_MAX_TILES = 16,   /* register tiles of rows in a block */
        WINO_STREAM_ROWS = 64,     /* rows of a block whose weights do not stay in L2 */
-       WINO_WEIGHT_ROWS = 16,     /* tile choice: the cost of streaming them, in rows */
+       WINO_L3_ROWS = 16, WINO_DRAM_ROWS = 48,   /* tile choice (winograd.c: tile_cost) */
        WINO_MIN_CHANNELS = 16,    /* "auto" with Winograd allowed: channels per group, ... */
        WINO_MIN_PIXELS = 36 };    /* ... and output pixels of an image, at least */
 

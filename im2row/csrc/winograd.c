@@ -34,19 +34,22 @@ static int applies(const i2r_geom *g)
     return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
 }
 
-/* The cost of a tile size in GEMM rows times positions: the tiles' rows, plus, where the
- * weights do not stay in L2, WINO_WEIGHT_ROWS rows' worth of time per block to stream them
- * in again (measured, 256 -> 256 channels at 14x14, N=1: F(4x4) has 16 tiles in one block,
- * weight-bound at 2.2 ms; F(2x2) 49 tiles at 1.5 ms). */
+/* The cost of a tile size in GEMM rows times positions: the tiles' rows, plus the time to
+ * stream a group's weights in again for each block where they do not stay in L2, counted as
+ * WINO_L3_ROWS rows (as WINO_DRAM_ROWS past WINO_L3_WEIGHTS, where they come from memory).
+ * Measured (1 thread, N=1 unless said): 256 -> 256 channels at 14x14, N=1 and N=8, and 512
+ * at 14x14 run faster with F(2x2) (1.2 vs 1.4 ms, 8.6 vs 9.7, 5.2 vs 6.3: F(4x4)'s 9 and
+ * 38 MiB of weights stream from memory for few tiles); 128-256 channels at 28x28 and up,
+ * and 512 at 7x7 N=8, with F(4x4) (0.66-0.77 of F(2x2)'s time). */
 static int64_t tile_cost(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int tile)
 {
     i2r_layout L;
     wino_schedule s;
     make_wino_layout(&L, dtype, isa, g->groups, g->c / g->groups, g->oc / g->groups);
     make_wino_schedule(&s, &L, g, tile, 1);
-    int streamed = s.weight_bytes > l2_cache_bytes() / 2;
-    int64_t rows = s.tiles + (streamed ? s.nblocks * WINO_WEIGHT_ROWS : 0);
-    return mul_sat(rows, s.a2);
+    int64_t per_block = s.weight_bytes <= l2_cache_bytes() / 2 ? 0
+                      : s.weight_bytes <= WINO_L3_WEIGHTS ? WINO_L3_ROWS : WINO_DRAM_ROWS;
+    return mul_sat(add_sat(s.tiles, mul_sat(s.nblocks, per_block)), s.a2);
 }
 
 int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
@@ -77,6 +80,15 @@ void make_wino_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t group
     set_kernels(L, dtype, isa);
     L->npanels = cdiv(ocg, L->nr);
     L->col_step = 1; L->rot_unit = 1; L->nrot = 1;
+}
+
+/* A row length of at least n values that is an odd number of cache lines: the GEMM's
+ * register tile reads and writes rows this far apart, and rows a multiple of 4 KiB apart
+ * (F(2x2) with 64 channels: 16 x 64 floats) would all fall into one L1 set. */
+static int64_t odd_lines(int64_t n, int64_t ts)
+{
+    int64_t lines = cdiv(mul_sat(n, ts), 64);
+    return (lines | 1) * 64 / ts;
 }
 
 void make_wino_schedule(wino_schedule *s, const i2r_layout *L, const i2r_geom *g, int tile,
@@ -113,8 +125,10 @@ void make_wino_schedule(wino_schedule *s, const i2r_layout *L, const i2r_geom *g
     s->ntasks = mul_sat(units, s->parts);
     s->threads = min64(nthreads, s->ntasks);
     s->seg = min64(s->tb, s->tw);
-    s->vbytes = round_up64(MUL4(s->a2, s->tb, L->cg, ts));
-    s->mbytes = round_up64(MUL4(s->a2, s->tb, s->ldm, ts));
+    s->vld = odd_lines(mul_sat(s->a2, L->cg), ts);
+    s->mld = odd_lines(mul_sat(s->a2, s->ldm), ts);
+    s->vbytes = MUL3(s->tb, s->vld, ts);
+    s->mbytes = MUL3(s->tb, s->mld, ts);
     s->zbytes = round_up64(L->cg * ts) + round_up64(MUL4(tile, tile, s->ldm, ts));
     if (!g->nhwc) {   /* staged segments of NHWC-ordered input and output */
         s->sibytes = round_up64(MUL4(s->alpha, s->seg * tile + 2, L->cg, ts));

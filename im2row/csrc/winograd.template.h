@@ -3,7 +3,7 @@
  *
  * A task takes a block of tiles of one group and a range of output-channel panels: it
  * input-transforms the block into V ([tile][p][Cg]: each tile's transform is written in one
- * piece), runs one GEMM per position p into M ([tile][p][ldm]; rows a2*Cg and a2*ldm apart)
+ * piece), runs one GEMM per position p into M ([tile][p][ldm]; rows vld and mld apart)
  * on the forward's microkernels, and output-transforms M
  * straight into y, bias and ReLU applied there. Out-of-image input pixels read a zero pixel;
  * outputs of edge tiles past the image go to a scratch area. NCHW data are staged a segment
@@ -102,7 +102,7 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
                             __builtin_prefetch(p + b);
                     }
                 }
-            wino_in((int)m, (size_t)cg, px, V + (t - t0 + q) * a2 * cg, (size_t)cg);
+            wino_in((int)m, (size_t)cg, px, V + (t - t0 + q) * s->vld, (size_t)cg);
         }
         t += sg.n;
     }
@@ -120,8 +120,8 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
                 const int64_t kc = min64(kcs, cg - k0);
                 for (int64_t i = 0; i < rows; i += MR)
                     ukernel((size_t)min64(MR, rows - i), (size_t)nr, (size_t)kc,
-                            vp + i * a2 * cg + k0, (size_t)(a2 * cg), bp + k0 * NR,
-                            mp + i * a2 * ldm + panel * NR, (size_t)(a2 * ldm), NULL,
+                            vp + i * s->vld + k0, (size_t)s->vld, bp + k0 * NR,
+                            mp + i * s->mld + panel * NR, (size_t)s->mld, NULL,
                             k0 ? GEMM_ACCUMULATE : 0);
             }
         }
@@ -147,7 +147,7 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
                                         group * ocg + oc0;
                 }
             }
-            wino_out((int)m, (size_t)noc, M + (t - t0 + q) * a2 * ldm + oc0, (size_t)ldm,
+            wino_out((int)m, (size_t)noc, M + (t - t0 + q) * s->mld + oc0, (size_t)ldm,
                      bias, w->relu, py);
         }
         if (!g->nhwc) {   /* the staged rows that are in the image, to the output planes */
