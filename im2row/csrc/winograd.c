@@ -109,11 +109,11 @@ void make_wino_schedule(wino_schedule *s, const i2r_layout *L, const i2r_geom *g
      * pass L2 then, a position at a time) */
     int64_t per_tile = MUL3(s->a2, L->cg + s->ldm, ts);
     s->weight_bytes = MUL4(s->a2, L->cg, s->ldm, ts);
-    int64_t tb = l2_cache_bytes() / 2 / per_tile;
+    int64_t tb = l2_cache_bytes() / 2 / max64(per_tile, 1);
     if (s->weight_bytes > l2_cache_bytes() / 2)
         tb = max64(tb, WINO_STREAM_ROWS);
     tb = min64(max64(tb / mr * mr, WINO_MIN_TILES * mr), WINO_MAX_TILES * mr);
-    s->tb = min64(tb, cdiv(s->tiles, mr) * mr);
+    s->tb = max64(mr, min64(tb, cdiv(s->tiles, mr) * mr));   /* no tile (N = 0): one row tile */
     s->nblocks = cdiv(s->tiles, s->tb);
     int64_t units = mul_sat(L->groups, s->nblocks);
     /* too few blocks for the threads: split the output channels' panels too (each part
