@@ -272,8 +272,9 @@ def hwio(weight):
 class Im2rowCalls:
     """conv(c, x) = im2row.conv2d on the folded weights, then the activation in NumPy."""
 
-    def __init__(self, net, layout, threads):
+    def __init__(self, net, layout, threads, allow_winograd=False):
         self.layout, self.threads, self.glue = layout, threads, Glue(layout)
+        self.allow_winograd = allow_winograd
         self.params = {}
         for c in net.convs:
             weight, bias = c.folded()
@@ -282,20 +283,21 @@ class Im2rowCalls:
     def __call__(self, c, x):
         weight, bias = self.params[c.index]
         y = im2row.conv2d(x, weight, bias, layout=self.layout, num_threads=self.threads,
-                          **c.conv_kwargs())
+                          allow_winograd=self.allow_winograd, **c.conv_kwargs())
         return self.glue.activation(y, c.act)
 
 
 class Im2rowPlans:
     """conv(c, x) = a prepared im2row.Conv2d plan, ReLU fused (ReLU6: fused ReLU, then min)."""
 
-    def __init__(self, net, layout, threads):
+    def __init__(self, net, layout, threads, allow_winograd=False):
         self.threads, self.glue, self.plans, self.relu6 = threads, Glue(layout), {}, set()
         for c in net.convs:
             weight, bias = c.folded()
             self.plans[c.index] = im2row.Conv2d(
                 weight if layout == "NCHW" else hwio(weight), bias, layout=layout,
-                activation="relu" if c.act else None, **c.conv_kwargs())
+                activation="relu" if c.act else None, allow_winograd=allow_winograd,
+                **c.conv_kwargs())
             if c.act == "relu6":
                 self.relu6.add(c.index)
 
@@ -386,9 +388,11 @@ def torch_module(torch, net):
 
 # --- the variants ---------------------------------------------------------------------------------
 
-def variants(net, x_nchw, threads, torch=None):
+def variants(net, x_nchw, threads, torch=None, winograd=False):
     """{name: (kind, layout, fn)}: each fn() runs one forward pass and returns the logits as
-    a NumPy array. Everything is prepared here (plans built, weights folded)."""
+    a NumPy array. Everything is prepared here (plans built, weights folded). winograd: also
+    "conv2d+winograd NHWC" and "plan+winograd NCHW|NHWC" (kind "winograd"), where
+    allow_winograd=True lets the planner run Winograd on the 3x3 stride-1 layers."""
     x_nhwc = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
     inputs = {"NCHW": x_nchw, "NHWC": x_nhwc}
     out = {}
@@ -398,6 +402,14 @@ def variants(net, x_nchw, threads, torch=None):
     for layout in ("NCHW", "NHWC"):
         plans = Im2rowPlans(net, layout, threads)
         out[f"plan {layout}"] = ("plan", layout, _forward_fn(net, inputs[layout], plans))
+    if winograd:
+        calls = Im2rowCalls(net, "NHWC", threads, allow_winograd=True)
+        out["conv2d+winograd NHWC"] = ("winograd", "NHWC",
+                                       _forward_fn(net, inputs["NHWC"], calls))
+        for layout in ("NCHW", "NHWC"):
+            plans = Im2rowPlans(net, layout, threads, allow_winograd=True)
+            out[f"plan+winograd {layout}"] = ("winograd", layout,
+                                              _forward_fn(net, inputs[layout], plans))
     if torch is None:
         return out
     for layout, fmt in (("NCHW", "NCHW"), ("NHWC", "channels_last")):
@@ -454,12 +466,12 @@ def run_networks(names, batches, thread_counts, rounds, control, progress, torch
                 yield record
 
 
-def time_network(net, x, threads, rounds, progress, torch, size):
+def time_network(net, x, threads, rounds, progress, torch, size, winograd=False):
     n = x.shape[0]
     record = {"study": "networks", "label": net.name, "n": n, "threads": threads,
               "size": size, "flops": net.conv_flops(n, size), "rounds": rounds,
               "reference": None, "variants": {}}
-    runs = variants(net, x, threads, torch)
+    runs = variants(net, x, threads, torch, winograd)
     logits = {}
     for name, (kind, layout, fn) in runs.items():
         entry = record["variants"][name] = {"kind": kind, "layout": layout, "times_s": [],

@@ -50,6 +50,9 @@ typedef void (*wino_in_f32_fn)(WINO_IN_ARGS(float));
 typedef void (*wino_in_f64_fn)(WINO_IN_ARGS(double));
 typedef void (*wino_out_f32_fn)(WINO_OUT_ARGS(float));
 typedef void (*wino_out_f64_fn)(WINO_OUT_ARGS(double));
+#define WINO_W_ARGS(T) int tile, size_t n, const T *const *taps, T *u, size_t ustride
+typedef void (*wino_w_f32_fn)(WINO_W_ARGS(float));
+typedef void (*wino_w_f64_fn)(WINO_W_ARGS(double));
 
 /* dst[c*dst_ld + r] = src[r*src_ld + c] for one tr x tr tile (NCHW <-> NHWC-ordered data). */
 typedef void (*transpose_f32_fn)(const float *src, size_t src_ld, float *dst, size_t dst_ld);
@@ -67,6 +70,7 @@ typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
         transpose_##SFX##_fn transpose;                                                     \
         wino_in_##SFX##_fn wino_in;                                                         \
         wino_out_##SFX##_fn wino_out;                                                       \
+        wino_w_##SFX##_fn wino_w;                                                           \
     } kernels_##SFX;                                                                        \
     kernels_##SFX select_kernels_##SFX(i2r_isa isa);
 KERNEL_TABLE(float, f32)
@@ -83,7 +87,8 @@ TRANSPOSE_DECLARE(transpose_f64_4x4_generic, double);
               size_t ldc, const T *bias, int flags)
 #define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
 #define WINO_DECLARE(isa, T, SFX) \
-    void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T))
+    void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T)); \
+    void wino_w_##SFX##_##isa(WINO_W_ARGS(T))
 WINO_DECLARE(generic, float, f32);
 WINO_DECLARE(generic, double, f64);
 GEMM_DECLARE(gemm_f32_4x16_generic, float);

@@ -40,6 +40,7 @@ static inline __m256i lane_mask_64(int n)
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f32_avx2
 #define WINO_OUT_NAME wino_out_f32_avx2
+#define WINO_W_NAME wino_w_f32_avx2
 #define V_ADD(a, b) (_mm256_add_ps(a, b))
 #define V_SUB(a, b) (_mm256_sub_ps(a, b))
 #define V_MUL(a, b) (_mm256_mul_ps(a, b))
@@ -68,6 +69,7 @@ static inline __m256i lane_mask_64(int n)
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f64_avx2
 #define WINO_OUT_NAME wino_out_f64_avx2
+#define WINO_W_NAME wino_w_f64_avx2
 #define V_ADD(a, b) (_mm256_add_pd(a, b))
 #define V_SUB(a, b) (_mm256_sub_pd(a, b))
 #define V_MUL(a, b) (_mm256_mul_pd(a, b))

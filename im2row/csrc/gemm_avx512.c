@@ -31,6 +31,7 @@
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f32_avx512
 #define WINO_OUT_NAME wino_out_f32_avx512
+#define WINO_W_NAME wino_w_f32_avx512
 #define V_ADD(a, b) (_mm512_add_ps(a, b))
 #define V_SUB(a, b) (_mm512_sub_ps(a, b))
 #define V_MUL(a, b) (_mm512_mul_ps(a, b))
@@ -59,6 +60,7 @@
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f64_avx512
 #define WINO_OUT_NAME wino_out_f64_avx512
+#define WINO_W_NAME wino_w_f64_avx512
 #define V_ADD(a, b) (_mm512_add_pd(a, b))
 #define V_SUB(a, b) (_mm512_sub_pd(a, b))
 #define V_MUL(a, b) (_mm512_mul_pd(a, b))

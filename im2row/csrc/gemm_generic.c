@@ -20,6 +20,7 @@
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f32_generic
 #define WINO_OUT_NAME wino_out_f32_generic
+#define WINO_W_NAME wino_w_f32_generic
 #define V_ADD(a, b) ((a) + (b))
 #define V_SUB(a, b) ((a) - (b))
 #define V_MUL(a, b) ((a) * (b))
@@ -48,6 +49,7 @@
 #include "gemm_ukernel.template.h"
 #define WINO_IN_NAME wino_in_f64_generic
 #define WINO_OUT_NAME wino_out_f64_generic
+#define WINO_W_NAME wino_w_f64_generic
 #define V_ADD(a, b) ((a) + (b))
 #define V_SUB(a, b) ((a) - (b))
 #define V_MUL(a, b) ((a) * (b))

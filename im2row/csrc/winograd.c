@@ -14,20 +14,12 @@
  *   F(2x2, 3x3): G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
  *   F(4x4, 3x3): G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
  *                     1/24 -1/12 1/6; 0 0 1]
- * U is computed in double and rounded once to the dtype. */
+ * U is computed in the dtype, vectorised over the output channels (gemm.h wino_w). */
 #include "driver.h"
 
 #ifdef I2R_HAVE_OPENMP
 #include <omp.h>
 #endif
-
-static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-static const double G4[6][3] = {{1.0 / 4, 0, 0},
-                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                {0, 0, 1}};
 
 static int applies(const i2r_geom *g)
 {
@@ -159,63 +151,55 @@ i2r_status i2r_winograd_predict(i2r_dtype dtype, i2r_isa isa, int tile, const i2
     return I2R_OK;
 }
 
-/* U[p][oc] for one (group, channel) row: h = G g (alpha x 3), U = h G^T, in double, oc
- * innermost (contiguous: the compiler vectorises it). src[k][oc] holds the 9 taps. */
-static void transform_row(int tile, int64_t ocg, const double *src, double *h, double *u)
-{
-    const int64_t a = tile + 2;
-    const double (*G)[3] = tile == 4 ? G4 : G2;
-    for (int64_t i = 0; i < a; i++)
-        for (int64_t j = 0; j < 3; j++) {
-            double *hij = h + (i * 3 + j) * ocg;
-            const double g0 = G[i][0], g1 = G[i][1], g2 = G[i][2];
-            const double *s0 = src + j * ocg, *s1 = src + (3 + j) * ocg,
-                         *s2 = src + (6 + j) * ocg;
-            for (int64_t o = 0; o < ocg; o++)
-                hij[o] = g0 * s0[o] + g1 * s1[o] + g2 * s2[o];
-        }
-    for (int64_t i = 0; i < a; i++)
-        for (int64_t l = 0; l < a; l++) {
-            double *up = u + (i * a + l) * ocg;
-            const double g0 = G[l][0], g1 = G[l][1], g2 = G[l][2];
-            const double *h0 = h + (i * 3) * ocg, *h1 = h0 + ocg, *h2 = h1 + ocg;
-            for (int64_t o = 0; o < ocg; o++)
-                up[o] = g0 * h0[o] + g1 * h1[o] + g2 * h2[o];
-        }
+/* Transform and pack the rows [r0, r1) of (group, channel) pairs: each row's taps are read
+ * in place where the output channels are contiguous (HWIO), else gathered first; the
+ * transform (gemm.h wino_w) writes each NR-wide panel of U straight into the packed layout. */
+#define PACK_ROWS(T, SFX)                                                                    \
+static int pack_rows_##SFX(const struct i2r_winograd *w, const T *wm, const int64_t ws[5],   \
+                           int64_t r0, int64_t r1)                                           \
+{                                                                                            \
+    const i2r_layout *L = &w->L;                                                             \
+    const int64_t cg = L->cg, ocg = L->ocg, NR = L->nr, a2 = (w->tile + 2) * (w->tile + 2);  \
+    const int in_place = ws[4] == 1;                                                         \
+    T *buf = in_place ? NULL : malloc((size_t)(9 * ocg) * sizeof(T));                        \
+    if (!in_place && !buf)                                                                   \
+        return 0;                                                                            \
+    for (int64_t r = r0; r < r1; r++) {                                                      \
+        const int64_t grp = r / cg, c = r % cg;                                              \
+        const T *taps[9];                                                                    \
+        for (int64_t k = 0; k < 9; k++) {                                                    \
+            const T *src = wm + grp * ws[0] + (k / 3) * ws[1] + (k % 3) * ws[2] + c * ws[3]; \
+            if (in_place) {                                                                  \
+                taps[k] = src;                                                               \
+                continue;                                                                    \
+            }                                                                                \
+            for (int64_t o = 0; o < ocg; o++)                                                \
+                buf[k * ocg + o] = src[o * ws[4]];                                           \
+            taps[k] = buf + k * ocg;                                                         \
+        }                                                                                    \
+        for (int64_t panel = 0; panel < L->npanels; panel++) {                               \
+            const T *pt[9];                                                                  \
+            for (int64_t k = 0; k < 9; k++)                                                  \
+                pt[k] = taps[k] + panel * NR;                                                \
+            T *dst = (T *)w->packed + ((grp * a2 * L->npanels + panel) * cg + c) * NR;       \
+            const int64_t nr = min64(NR, ocg - panel * NR), ustride = L->npanels * cg * NR;  \
+            L->k_##SFX.wino_w(w->tile, (size_t)nr, pt, dst, (size_t)ustride);                \
+            for (int64_t p = 0; nr < NR && p < a2; p++)   /* lanes past OCg: zero */         \
+                memset(dst + p * ustride + nr, 0, (size_t)(NR - nr) * sizeof(T));            \
+        }                                                                                    \
+    }                                                                                        \
+    free(buf);                                                                               \
+    return 1;                                                                                \
 }
+PACK_ROWS(float, f32)
+PACK_ROWS(double, f64)
+#undef PACK_ROWS
 
-/* Transform and pack the rows [r0, r1) of (group, channel) pairs. */
 static int pack_rows(const struct i2r_winograd *w, const void *wm, const int64_t ws[5],
                      int64_t r0, int64_t r1)
 {
-    const i2r_layout *L = &w->L;
-    const int64_t cg = L->cg, ocg = L->ocg, NR = L->nr, a2 = (w->tile + 2) * (w->tile + 2);
-    double *buf = malloc((size_t)((9 + 3 * (w->tile + 2) + a2) * ocg) * sizeof(double));
-    if (!buf)
-        return 0;
-    double *src = buf, *h = buf + 9 * ocg, *u = h + 3 * (w->tile + 2) * ocg;
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t grp = r / cg, c = r % cg;
-        for (int64_t k = 0; k < 9; k++)
-            for (int64_t o = 0; o < ocg; o++) {
-                int64_t at = grp * ws[0] + (k / 3) * ws[1] + (k % 3) * ws[2] + c * ws[3] +
-                             o * ws[4];
-                src[k * ocg + o] = L->dtype == I2R_F64 ? ((const double *)wm)[at]
-                                                       : (double)((const float *)wm)[at];
-            }
-        transform_row(w->tile, ocg, src, h, u);
-        for (int64_t p = 0; p < a2; p++)
-            for (int64_t o = 0; o < ocg; o++) {   /* panel o / NR, row c, lane o % NR */
-                int64_t at = (((grp * a2 + p) * L->npanels + o / NR) * cg + c) * NR + o % NR;
-                double v = u[p * ocg + o];
-                if (L->dtype == I2R_F64)
-                    ((double *)w->packed)[at] = v;
-                else
-                    ((float *)w->packed)[at] = (float)v;
-            }
-    }
-    free(buf);
-    return 1;
+    return w->L.dtype == I2R_F64 ? pack_rows_f64(w, wm, ws, r0, r1)
+                                 : pack_rows_f32(w, wm, ws, r0, r1);
 }
 
 i2r_status i2r_winograd_pack(i2r_dtype dtype, i2r_isa isa, int tile, const void *wm,
@@ -246,8 +230,6 @@ i2r_status i2r_winograd_pack(i2r_dtype dtype, i2r_isa isa, int tile, const void 
         i2r_winograd_free(w);
         return I2R_ENOMEM;
     }
-    if (pbytes)
-        memset(w->packed, 0, (size_t)pbytes);   /* the panels' lanes past OCg stay zero */
     if (bbytes)
         memcpy(w->bias, bias, (size_t)bbytes);
     const int64_t rows = groups * cg;

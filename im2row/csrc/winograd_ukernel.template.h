@@ -2,7 +2,7 @@
  * contiguous channels of each pixel, a vector of channels at a time. Included by each ISA
  * file after gemm_ukernel.template.h, with its vector macros (T, V, VN, V_LOAD, V_LOAD_N,
  * V_STORE, V_STORE_N, V_BCAST, V_ZERO, V_MAX) and V_ADD, V_SUB, V_MUL defined; needs
- * WINO_IN_NAME and WINO_OUT_NAME, and undefines them and V_ADD, V_SUB, V_MUL.
+ * WINO_IN_NAME, WINO_OUT_NAME and WINO_W_NAME, and undefines them and V_ADD, V_SUB, V_MUL.
  *
  * With alpha = m + 2 (m the output tile), a tile d of alpha x alpha input pixels goes to
  * V = B^T d B, the GEMMs give M = U (.) V summed over channels (U = G g G^T, the weights,
@@ -168,6 +168,79 @@ void WINO_OUT_NAME(int tile, size_t n, const T *mm, size_t mstride, const T *bia
         WINO_CAT(WINO_OUT_NAME, body)(2, n, mm, mstride, bias, relu, py);
 }
 
+/* 1-D weight transforms: h = G g for three taps g (G's rows as in winograd.c). */
+#define WINO_G4(g, h, k4, k6, k12, k24, k_6)                                                  \
+    do {                                                                                     \
+        V s02 = V_ADD(g[0], g[2]);                                                           \
+        V t = V_ADD(V_MUL(k24, g[0]), V_MUL(k6, g[2])), u = V_MUL(k12, g[1]);                \
+        h[0] = V_MUL(k4, g[0]);                                                              \
+        h[1] = V_MUL(k_6, V_ADD(s02, g[1]));                                                 \
+        h[2] = V_MUL(k_6, V_SUB(s02, g[1]));                                                 \
+        h[3] = V_ADD(t, u);                                                                  \
+        h[4] = V_SUB(t, u);                                                                  \
+        h[5] = g[2];                                                                         \
+    } while (0)
+
+#define WINO_G2(g, h, k2)                                                                    \
+    do {                                                                                     \
+        V s02 = V_ADD(g[0], g[2]);                                                           \
+        h[0] = g[0];                                                                         \
+        h[1] = V_MUL(k2, V_ADD(s02, g[1]));                                                  \
+        h[2] = V_MUL(k2, V_SUB(s02, g[1]));                                                  \
+        h[3] = g[2];                                                                         \
+    } while (0)
+
+/* u[p*ustride + o] = (G g G^T)[p] for output channels o < n, tap (r, s) of g at
+ * taps[r*3 + s] (n contiguous values): the weight transform, in T. */
+WINO_INLINE void WINO_CAT(WINO_W_NAME, body)(const int tile, size_t n, const T *const *taps,
+                                             T *u, size_t ustride)
+{
+    const T f4 = (T)1 / 4, f6 = (T)1 / 6, f12 = (T)1 / 12, f24 = (T)1 / 24, f_6 = -(T)1 / 6;
+    const T f2 = (T)1 / 2;
+    const V k4 = V_BCAST(&f4), k6 = V_BCAST(&f6), k12 = V_BCAST(&f12), k24 = V_BCAST(&f24);
+    const V k_6 = V_BCAST(&f_6), k2 = V_BCAST(&f2);
+    (void)k4; (void)k6; (void)k12; (void)k24; (void)k_6; (void)k2;
+    const size_t a = (size_t)tile + 2;
+    for (size_t o = 0; o < n; o += VN) {
+        const size_t on = n - o < (size_t)VN ? n - o : (size_t)VN;
+        V g[3], h[6], col[6][3];   /* col[i][s] = (G g)[i][s] */
+        for (size_t s = 0; s < 3; s++) {
+            for (size_t r = 0; r < 3; r++)
+                g[r] = on == VN ? V_LOAD(taps[r * 3 + s] + o) : V_LOAD_N(taps[r * 3 + s] + o, on);
+            if (tile == 4)
+                WINO_G4(g, h, k4, k6, k12, k24, k_6);
+            else
+                WINO_G2(g, h, k2);
+            for (size_t i = 0; i < a; i++)
+                col[i][s] = h[i];
+        }
+        for (size_t i = 0; i < a; i++) {
+            if (tile == 4)
+                WINO_G4(col[i], h, k4, k6, k12, k24, k_6);
+            else
+                WINO_G2(col[i], h, k2);
+            for (size_t l = 0; l < a; l++) {
+                T *dst = u + (i * a + l) * ustride + o;
+                if (on == VN)
+                    V_STORE(dst, h[l]);
+                else
+                    V_STORE_N(dst, h[l], on);
+            }
+        }
+    }
+}
+
+void WINO_W_NAME(int tile, size_t n, const T *const *taps, T *u, size_t ustride)
+{
+    if (tile == 4)
+        WINO_CAT(WINO_W_NAME, body)(4, n, taps, u, ustride);
+    else
+        WINO_CAT(WINO_W_NAME, body)(2, n, taps, u, ustride);
+}
+
+#undef WINO_G4
+#undef WINO_G2
+#undef WINO_W_NAME
 #undef WINO_CAT_
 #undef WINO_CAT
 #undef WINO_INLINE
