@@ -160,6 +160,8 @@ def main(argv=None):
         layers = [layer for layer in layers if is_target(layer)]
         batches, args.rounds = [1], 3
     torch, torch_note = load_torch()
+    if torch is not None:
+        torch.set_grad_enabled(False)   # inference, as run.py times PyTorch
     loaded, onnx_note = load_onnxruntime()
     for note in (torch_note, onnx_note):
         if note:

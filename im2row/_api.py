@@ -112,6 +112,7 @@ class Conv2d:
         self.padding, self.groups, self.layout = padding, groups, layout
         self.method, self.activation = method, activation
         self.allow_winograd = allow_winograd
+        self._one_shot = not copy   # conv2d's: packed weights serve one call
         self.dtype = weight.dtype
         if copy:
             self.weight = np.array(weight, order="C", copy=True)
@@ -308,7 +309,7 @@ class Conv2d:
                 out4 += self.bias
 
     def _resolve(self, spec, geometry):
-        return resolve_method(self.method, spec, geometry, self.allow_winograd)
+        return resolve_method(self.method, spec, geometry, self.allow_winograd, self._one_shot)
 
     def __repr__(self):
         return (f"Conv2d(in_channels={self.in_channels}, out_channels={self.out_channels}, "
@@ -317,15 +318,16 @@ class Conv2d:
                 f"method={self.method!r}, activation={self.activation!r}, dtype={self.dtype})")
 
 
-def resolve_method(method, spec, geometry, allow_winograd):
+def resolve_method(method, spec, geometry, allow_winograd, one_shot):
     """The method a call runs: "auto" -> the C planner's choice (Winograd only where allowed
-    and the planner prefers it), "winograd" -> the tile the planner picks for this shape."""
+    and the planner prefers it; one_shot: counting the weights' transform for this call),
+    "winograd" -> the tile the planner picks for this shape."""
     native = _backend.native
     if method == "auto":
         if native is None:
             return "numpy"
-        if not (allow_winograd and native.winograd_preferred(geometry, _backend.isa(),
-                                                            spec.dtype.itemsize == 8)):
+        if not (allow_winograd and native.winograd_preferred(
+                geometry, _backend.isa(), spec.dtype.itemsize == 8, one_shot)):
             return choose_compiled_method(spec, geometry)
         method = "winograd"
     if method == "winograd":
@@ -495,7 +497,7 @@ def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     check_winograd_geometry(method, (spec.kh, spec.kw), spec.stride, spec.dilation, op)
     if method in WINOGRAD_METHODS:
         _backend.require_native(method)
-    method = resolve_method(method, spec, geometry, allow_winograd)
+    method = resolve_method(method, spec, geometry, allow_winograd, one_shot=True)
     itemsize = dtype.itemsize
     if spec.n * spec.oc * spec.oh * spec.ow == 0 or spec.c * spec.h * spec.w == 0:
         # nothing to lower: the result is empty or bias only, computed without scratch

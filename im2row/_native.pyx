@@ -50,7 +50,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef struct i2r_winograd:
         pass
     int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
-    int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+    int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int one_shot)
     i2r_status i2r_winograd_pack(i2r_dtype dtype, i2r_isa isa, int tile, const void *wm,
                                  const int64_t *wstride, const void *bias, int64_t groups,
                                  int64_t cg, int64_t ocg, int relu, int nthreads,
@@ -372,11 +372,13 @@ def winograd_tile(tuple geom, str isa, bint f64):
     return i2r_winograd_tile(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g)
 
 
-def winograd_preferred(tuple geom, str isa, bint f64):
-    """Whether "auto", allowed Winograd, runs it on this geometry (the C planner's rule)."""
+def winograd_preferred(tuple geom, str isa, bint f64, bint one_shot):
+    """Whether "auto", allowed Winograd, runs it on this geometry (the C planner's rule);
+    one_shot: the weights would be transformed for one call only."""
     cdef i2r_geom g
     _fill_geom(&g, geom)
-    return bool(i2r_winograd_preferred(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g))
+    return bool(i2r_winograd_preferred(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
+                                       one_shot))
 
 
 def winograd_predict(tuple geom, int tile, int nthreads, str isa, bint f64, bint with_bias):

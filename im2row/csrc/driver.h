@@ -295,8 +295,7 @@ typedef struct {
 enum { WINO_MIN_TILES = 2, WINO_MAX_TILES = 16,   /* register tiles of rows in a block */
        WINO_STREAM_ROWS = 64,     /* rows of a block whose weights do not stay in L2 */
        WINO_L3_ROWS = 16, WINO_DRAM_ROWS = 48,   /* tile choice (winograd.c: tile_cost) */
-       WINO_MIN_CHANNELS = 16,    /* "auto" with Winograd allowed: channels per group, ... */
-       WINO_MIN_PIXELS = 36 };    /* ... and output pixels of an image, at least */
+       WINO_MIN_CHANNELS = 16 };  /* "auto" with Winograd allowed: channels per group */
 
 /* plan.c */
 int64_t l2_cache_bytes(void);

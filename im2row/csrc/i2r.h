@@ -118,14 +118,15 @@ int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom
 /* Winograd's minimal filtering F(m x m, 3x3), m = 2 or 4 (winograd.c), for 3x3 stride-1
  * undilated convolutions (groups allowed): fewer multiplications than any direct method, at
  * the price of rounding error (F(4x4) more than F(2x2)).
- * i2r_winograd_tile: the tile size for g (the one with fewer multiplications; ties go to 2),
+ * i2r_winograd_tile: the tile size for g (the cheaper by the planner's cost; ties go to 2),
  * 0 where Winograd does not apply. i2r_winograd_preferred: whether "auto", allowed to, runs
- * Winograd on g. i2r_winograd_pack: transform and pack weights (as i2r_pack_weights) for one
+ * Winograd on g (faster than the exact methods by that cost; one_shot: the weights are
+ * transformed for this one call). i2r_winograd_pack: transform and pack weights (as i2r_pack_weights) for one
  * tile size. i2r_winograd_conv: y = conv(x, w) as i2r_conv does, g's geometry checked against
  * w's; every pixel's result is the same whatever nthreads is. */
 typedef struct i2r_winograd i2r_winograd;   /* opaque */
 int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
-int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
+int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int one_shot);
 i2r_status i2r_winograd_pack(i2r_dtype dtype, i2r_isa isa, int tile, const void *wm,
                              const int64_t wstride[5], const void *bias, int64_t groups,
                              int64_t cg, int64_t ocg, int relu, int nthreads,

@@ -26,22 +26,31 @@ static int applies(const i2r_geom *g)
     return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
 }
 
-/* The cost of a tile size in GEMM rows times positions: the tiles' rows, plus the time to
- * stream a group's weights in again for each block where they do not stay in L2, counted as
- * WINO_L3_ROWS rows (as WINO_DRAM_ROWS past WINO_L3_WEIGHTS, where they come from memory).
- * Measured (1 thread, N=1 unless said): 256 -> 256 channels at 14x14, N=1 and N=8, and 512
- * at 14x14 run faster with F(2x2) (1.2 vs 1.4 ms, 8.6 vs 9.7, 5.2 vs 6.3: F(4x4)'s 9 and
- * 38 MiB of weights stream from memory for few tiles); 128-256 channels at 28x28 and up,
- * and 512 at 7x7 N=8, with F(4x4) (0.66-0.77 of F(2x2)'s time). */
-static int64_t tile_cost(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int tile)
+/* The cost of a Winograd call in GEMM rows times positions (each a GEMM of Cg x OCg): the
+ * tiles' rows, plus the time to stream a group's weights in again for each block where they
+ * do not stay in L2, counted as WINO_L3_ROWS rows (WINO_DRAM_ROWS past WINO_L3_WEIGHTS, where
+ * they come from memory); a one-shot call (weights transformed for this call only) also pays
+ * writing them and reading them back once. Measured (1 thread, N=1 unless said): 256 -> 256
+ * channels at 14x14, N=1 and N=8, and 512 at 14x14 run faster with F(2x2) (1.2 vs 1.4 ms,
+ * 8.6 vs 9.7, 5.2 vs 6.3: F(4x4)'s 9 and 38 MiB of weights stream from memory for few
+ * tiles); 128-256 channels at 28x28 and up, and 512 at 7x7 N=8, with F(4x4) (0.66-0.77 of
+ * F(2x2)'s time). Against the exact methods (their cost: N*OH*OW*9 rows of Cg x OCg):
+ * 512 at 7x7 N=1 gains nothing (2.8 vs 2.9 ms); one-shot, 512 at 7x7 N=8 neither (19.6 vs
+ * 19.1 ms), 256 at 14x14 still does (1.8 vs 2.4 ms). */
+static int64_t wino_cost(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int tile,
+                         int one_shot)
 {
     i2r_layout L;
     wino_schedule s;
     make_wino_layout(&L, dtype, isa, g->groups, g->c / g->groups, g->oc / g->groups);
     make_wino_schedule(&s, &L, g, tile, 1);
-    int64_t per_block = s.weight_bytes <= l2_cache_bytes() / 2 ? 0
-                      : s.weight_bytes <= WINO_L3_WEIGHTS ? WINO_L3_ROWS : WINO_DRAM_ROWS;
-    return mul_sat(add_sat(s.tiles, mul_sat(s.nblocks, per_block)), s.a2);
+    int64_t stream = s.weight_bytes <= l2_cache_bytes() / 2 ? 0
+                   : s.weight_bytes <= WINO_L3_WEIGHTS ? WINO_L3_ROWS : WINO_DRAM_ROWS;
+    int64_t rows = add_sat(s.tiles, mul_sat(s.nblocks, stream));
+    if (one_shot)
+        rows = add_sat(rows, 2 * (s.weight_bytes <= WINO_L3_WEIGHTS ? WINO_L3_ROWS
+                                                                    : WINO_DRAM_ROWS));
+    return mul_sat(rows, s.a2);
 }
 
 int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
@@ -49,16 +58,16 @@ int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     if (!applies(g))
         return 0;
     /* the cheaper; a tie goes to F(2x2), the more accurate */
-    return tile_cost(dtype, isa, g, 4) < tile_cost(dtype, isa, g, 2) ? 4 : 2;
+    return wino_cost(dtype, isa, g, 4, 0) < wino_cost(dtype, isa, g, 2, 0) ? 4 : 2;
 }
 
-int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
+int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int one_shot)
 {
-    (void)dtype; (void)isa;
     if (!applies(g) || g->c / g->groups < WINO_MIN_CHANNELS ||
         g->oc / g->groups < WINO_MIN_CHANNELS)
         return 0;
-    return g->oh * g->ow >= WINO_MIN_PIXELS;
+    int64_t direct = MUL4(g->n, g->oh, g->ow, 9);
+    return wino_cost(dtype, isa, g, i2r_winograd_tile(dtype, isa, g), one_shot) < direct;
 }
 
 void make_wino_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, int64_t cg,
