@@ -272,13 +272,13 @@ def _overlaps(a, b):
         return True
 
 
-def check_method(method, op, winograd=True):
-    """winograd=False: an op whose results must not depend on how it is cut up (Winograd's
-    rounding depends on where the tiles fall) or whose kernels are not 3x3."""
-    methods = METHODS if winograd else tuple(m for m in METHODS if m not in WINOGRAD_METHODS)
-    if method not in methods:
-        raise ValueError(f"{op}: method must be one of {', '.join(repr(m) for m in methods)}, "
+def check_method(method, op, winograd=None):
+    """winograd: None where Winograd is allowed, else why the op refuses it."""
+    if method not in METHODS:
+        raise ValueError(f"{op}: method must be one of {', '.join(repr(m) for m in METHODS)}, "
                          f"got {method!r}")
+    if winograd and method in WINOGRAD_METHODS:
+        raise ValueError(f"{op}: method={method!r} is not supported here: {winograd}")
 
 
 def check_winograd_geometry(method, kernel_size, stride, dilation, op):

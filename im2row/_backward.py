@@ -25,6 +25,8 @@ from ._args import (check_array, check_bias, check_conv_args, check_layout, chec
 from ._api import Conv2d, conv2d, empty_aligned, spec_geometry
 from ._numpy_conv import lower_im2row
 
+NO_WINOGRAD = ("the transposed convolution runs as stride-1 convolutions of the kernel's "
+               "phases, which are not all 3x3; use an exact method")
 NEEDS = ("input", "weight", "bias")
 
 
@@ -245,7 +247,7 @@ class ConvTranspose2d:
     def __init__(self, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1, *, layout="NCHW", method="auto"):
         op = "ConvTranspose2d"
-        check_method(method, op, winograd=False)
+        check_method(method, op, winograd=NO_WINOGRAD)
         check_array(weight, "weight", op, (4,))
         c = weight.shape[0] if layout == "NCHW" else weight.shape[-1]
         probe = np.empty((1, c, 1, 1) if layout == "NCHW" else (1, 1, 1, c), weight.dtype)
@@ -333,7 +335,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         OH = (H - 1)*stride - pad_top - pad_bottom + dilation*(KH - 1) + output_padding + 1.
     """
     op = "conv_transpose2d"
-    check_method(method, op, winograd=False)
+    check_method(method, op, winograd=NO_WINOGRAD)
     stride, dilation, pads, output_padding, groups, w_nchw = _check_transpose_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation, layout, op)
     plan = _TransposedPlan(w_nchw, stride, dilation, groups, layout, method,

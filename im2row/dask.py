@@ -244,7 +244,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     (((32, 32), (32, 32)), 27.0)
     """
     op = _OP
-    check_method(method, op, winograd=False)
+    check_method(method, op, winograd="Winograd's rounding depends on where its tiles fall, so "
+                 "the chunks' results would differ from the whole array's; use an exact method")
     check_layout(layout, op)
     _check_x(x, op)
     check_array(weight, "weight", op, (4,))

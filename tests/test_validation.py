@@ -213,7 +213,8 @@ CONV2D_ERRORS = [
     ("layout-none", lambda: conv(layout=None), ValueError,
      r"conv2d: layout must be 'NCHW' or 'NHWC', got None"),
     ("method-unknown", lambda: conv(method="fast"), ValueError,
-     E("conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', got 'fast'")),
+     E("conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', "
+       "'winograd', 'winograd2', 'winograd4', got 'fast'")),
     ("method-none", lambda: conv(method=None), ValueError,
      r"conv2d: method must be one of .*, got None"),
     ("threads-0", lambda: conv(num_threads=0), ValueError,
@@ -282,7 +283,8 @@ PLAN_ERRORS = [
     ("layout", lambda: im2row.Conv2d(W, layout="CHWN"), ValueError,
      E("Conv2d: layout must be 'NCHW' or 'NHWC', got 'CHWN'")),
     ("method", lambda: im2row.Conv2d(W, method="gemm"), ValueError,
-     r"Conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', got 'gemm'"),
+     E("Conv2d: method must be one of 'auto', 'i2r', 'im2row', 'blocked', 'im2col', 'numpy', "
+       "'winograd', 'winograd2', 'winograd4', got 'gemm'")),
     ("activation", lambda: im2row.Conv2d(W, activation="tanh"), ValueError,
      E("Conv2d: activation must be None or 'relu', got 'tanh'")),
     ("activation-upper", lambda: im2row.Conv2d(W, activation="ReLU"), ValueError,

@@ -216,13 +216,18 @@ def test_opt_in_must_be_a_bool():
             call()
 
 
-def test_ops_whose_results_must_not_depend_on_tiling_refuse_it():
+def test_ops_that_cannot_run_it_refuse_it():
     x = np.zeros((1, 3, 8, 8), np.float32)
     w = np.zeros((3, 4, 3, 3), np.float32)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="'winograd' is not supported here: the transposed"):
         im2row.conv_transpose2d(x, w, method="winograd")
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="'winograd4' is not supported here: the transposed"):
         im2row.ConvTranspose2d(w, method="winograd4")
+    idask = pytest.importorskip("im2row.dask")
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match="'winograd2' is not supported here: Winograd's"):
+        idask.conv2d(da.zeros((1, 4, 8, 8), chunks=4, dtype=np.float32), w.transpose(1, 0, 2, 3),
+                     method="winograd2")
 
 
 def test_backward_of_a_winograd_plan_is_exact(rng):
