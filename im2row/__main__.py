@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 import im2row
-from im2row._api import COMPILED_METHODS
+from im2row._api import COMPILED_METHODS, WINOGRAD_TILES
 
 
 def _median_time(fn, repeats=5):
@@ -32,7 +32,8 @@ def main():
     weight = (rng.standard_normal((oc, c, 3, 3)) / np.sqrt(c * 9)).astype(np.float32)
     bias = rng.standard_normal(oc).astype(np.float32)
     flops = 2 * n * oc * h * w * c * 9
-    methods = ["numpy", "im2col"] + (list(COMPILED_METHODS) if info["compiled"] else [])
+    methods = ["numpy", "im2col"] + (list(COMPILED_METHODS) + list(WINOGRAD_TILES)
+                                     if info["compiled"] else [])
     print(f"\nconv2d x={x.shape} weight={weight.shape} padding=1, float32, "
           f"{info['max_threads']} threads")
     expected = im2row.conv2d(x.astype(np.float64), weight.astype(np.float64),
@@ -44,7 +45,7 @@ def main():
         good = err < 1e-3
         ok &= good
         t = _median_time(lambda: im2row.conv2d(x, weight, bias, padding=1, method=method))
-        print(f"  {method:8} {t * 1e3:8.2f} ms  {flops / t / 1e9:7.1f} GFLOP/s  "
+        print(f"  {method:9} {t * 1e3:8.2f} ms  {flops / t / 1e9:7.1f} GFLOP/s  "
               f"max |error| vs float64 {err:.1e}  {'ok' if good else 'MISMATCH'}")
     print("\nself-check", "passed" if ok else "FAILED")
     return 0 if ok else 1
