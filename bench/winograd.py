@@ -4,6 +4,7 @@
                                              # 1 and 2 threads, then ResNet-50 (N=1)
     python bench/winograd.py --quick         # the target layers at N=1, ResNet-50 once
     python bench/winograd.py --layers rn50_l1_3x3_64_56 --threads 1
+    python bench/winograd.py --smoke         # tiny layers and a narrow ResNet-50, seconds
 
 Layers: the network suite's (bench/layers.py) 3x3 stride-1 undilated ungrouped convolutions.
 Contenders, timed in the same interleaved rounds (bench/studies.py time_case): Winograd plans
@@ -43,6 +44,7 @@ WINOGRAD = ("plan winograd NHWC", "plan winograd NCHW", "conv2d winograd NHWC")
 EXACT = "plan NHWC"
 PEERS = ("torch NCHW", "torch channels_last", "onnxruntime NCHW")
 MAX_CASE_GFLOP = 16
+SMOKE_SPECS = ("tiny3x3:16,12,16,3x3,1,1", "tiny3x3_odd:17,9,33,3x3,1,1")
 
 
 def winograd_layers(names=None):
@@ -115,8 +117,8 @@ def layer_table(layers, n, threads, contenders, options, progress, peak, errors)
     return ratios
 
 
-def network_table(n, threads, rounds, progress, torch, size):
-    net = networks.resnet50()
+def network_table(n, threads, rounds, progress, torch, size, width=1.0):
+    net = networks.resnet50(width=width)
     x = networks.network_input(n, size)
     record = networks.time_network(net, x, threads, rounds, progress, torch, size,
                                    winograd=True)
@@ -151,14 +153,21 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true",
                         help="the target layers at N=1, 3 rounds, ResNet-50 at 1 thread")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny layers, 1 round, a narrow ResNet-50 at 64x64: checks that "
+                             "everything runs")
     parser.add_argument("--no-network", action="store_true")
     args = parser.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     layers = winograd_layers(args.layers)
+    size, width = 224, 1.0
     if args.quick:
         layers = [layer for layer in layers if is_target(layer)]
         batches, args.rounds = [1], 3
+    if args.smoke:
+        layers = [layer_defs.parse_layer_spec(spec) for spec in SMOKE_SPECS]
+        batches, threads_list, args.rounds, size, width = [1], [1], 1, 64, 0.125
     torch, torch_note = load_torch()
     if torch is not None:
         torch.set_grad_enabled(False)   # inference, as run.py times PyTorch
@@ -196,14 +205,14 @@ def main(argv=None):
                 ratios = layer_table(layers, n, threads, contenders, options, progress, peak,
                                      errors)
             cells = ", ".join(f"{c} {geomean(r):.2f}x (worst {min(r):.2f}x)"
-                              for c, r in ratios.items() if r)
+                              for c, r in ratios.items() if r) or "none measured"
             headline.append(f"- N={n}, {threads} thread(s), target layers: {cells}")
     if not args.no_network:
         for threads in ([1] if args.quick else threads_list):
             with control.use(threads):
-                ratio = network_table(1, threads, args.rounds, progress, torch, 224)
+                ratio = network_table(1, threads, args.rounds, progress, torch, size, width)
             if ratio:
-                headline.append(f"- ResNet-50 N=1, {threads} thread(s): best Winograd "
+                headline.append(f"- ResNet-50 N=1, {size}x{size}, {threads} thread(s): best Winograd "
                                 f"variant {ratio:.2f}x the same network with PyTorch's "
                                 f"convolutions")
     print("## Headline (geomean of the fastest peer's time / the contender's)\n")

@@ -216,3 +216,26 @@ def test_command_line_refuses_a_bad_layer():
     proc = run_bench("--smoke", "--layer", "mine:64,56,64,3x3")
     assert proc.returncode == 2
     assert "bad layer spec 'mine:64,56,64,3x3'" in proc.stderr
+
+
+def test_winograd_benchmark_smoke():
+    """bench/winograd.py --smoke: the error table, the per-layer table with every Winograd
+    contender timed and checked, ResNet-50's Winograd variants with agreeing logits."""
+    proc = subprocess.run([sys.executable, str(BENCH / "winograd.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "## Error" in out and "## Headline" in out
+    rows = [line for line in out.splitlines() if line.startswith("| tiny3x3")]
+    assert len(rows) == 4, out   # two layers in the error table and in the timed table
+    for line in rows[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        times = cells[2:5]                      # the three Winograd contenders
+        assert all(float(t) > 0 for t in times), line
+        max_err, rms_err = float(cells[-3]), float(cells[-2])
+        assert 0 < rms_err <= max_err < 1e-4, line
+    net = [line for line in out.splitlines()
+           if line.startswith(("| conv2d+winograd ", "| plan+winograd "))]
+    assert len(net) == 3, out
+    for line in net:
+        assert float(line.strip("|").split("|")[-1]) < 1e-3, line   # logit error
