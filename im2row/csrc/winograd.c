@@ -160,39 +160,40 @@ i2r_status i2r_winograd_predict(i2r_dtype dtype, i2r_isa isa, int tile, const i2
     return I2R_OK;
 }
 
-/* Transform and pack the rows [r0, r1) of (group, channel) pairs: each row's taps are read
- * in place where the output channels are contiguous (HWIO), else gathered first; the
- * transform (gemm.h wino_w) writes each NR-wide panel of U straight into the packed layout. */
+/* Transform and pack the rows [r0, r1) of (group, channel) pairs, a weight panel at a time:
+ * consecutive rows of one panel are consecutive NR-value rows of its (m+2)^2 positions, so
+ * the stores run as (m+2)^2 sequential streams (row-major over all panels at once, 512 -> 512
+ * channels wrote 576 interleaved streams: 12 ms a plan for F(4x4)). Each row's taps are read
+ * in place where the output channels are contiguous (HWIO), else gathered per panel. */
 #define PACK_ROWS(T, SFX)                                                                    \
 static int pack_rows_##SFX(const struct i2r_winograd *w, const T *wm, const int64_t ws[5],   \
                            int64_t r0, int64_t r1)                                           \
 {                                                                                            \
     const i2r_layout *L = &w->L;                                                             \
     const int64_t cg = L->cg, ocg = L->ocg, NR = L->nr, a2 = (w->tile + 2) * (w->tile + 2);  \
+    const int64_t ustride = L->npanels * cg * NR;   /* between positions */                  \
     const int in_place = ws[4] == 1;                                                         \
-    T *buf = in_place ? NULL : malloc((size_t)(9 * ocg) * sizeof(T));                        \
+    T *buf = in_place ? NULL : malloc((size_t)(9 * NR) * sizeof(T));                         \
     if (!in_place && !buf)                                                                   \
         return 0;                                                                            \
-    for (int64_t r = r0; r < r1; r++) {                                                      \
-        const int64_t grp = r / cg, c = r % cg;                                              \
-        const T *taps[9];                                                                    \
-        for (int64_t k = 0; k < 9; k++) {                                                    \
-            const T *src = wm + grp * ws[0] + (k / 3) * ws[1] + (k % 3) * ws[2] + c * ws[3]; \
-            if (in_place) {                                                                  \
-                taps[k] = src;                                                               \
-                continue;                                                                    \
+    for (int64_t panel = 0; panel < L->npanels; panel++) {                                   \
+        const int64_t o0 = panel * NR, nr = min64(NR, ocg - o0);                             \
+        for (int64_t r = r0; r < r1; r++) {                                                  \
+            const int64_t grp = r / cg, c = r % cg;                                          \
+            const T *taps[9];                                                                \
+            for (int64_t k = 0; k < 9; k++) {                                                \
+                const T *src = wm + grp * ws[0] + (k / 3) * ws[1] + (k % 3) * ws[2] +        \
+                               c * ws[3] + o0 * ws[4];                                       \
+                if (in_place) {                                                              \
+                    taps[k] = src;                                                           \
+                    continue;                                                                \
+                }                                                                            \
+                for (int64_t o = 0; o < nr; o++)                                             \
+                    buf[k * NR + o] = src[o * ws[4]];                                        \
+                taps[k] = buf + k * NR;                                                      \
             }                                                                                \
-            for (int64_t o = 0; o < ocg; o++)                                                \
-                buf[k * ocg + o] = src[o * ws[4]];                                           \
-            taps[k] = buf + k * ocg;                                                         \
-        }                                                                                    \
-        for (int64_t panel = 0; panel < L->npanels; panel++) {                               \
-            const T *pt[9];                                                                  \
-            for (int64_t k = 0; k < 9; k++)                                                  \
-                pt[k] = taps[k] + panel * NR;                                                \
             T *dst = (T *)w->packed + ((grp * a2 * L->npanels + panel) * cg + c) * NR;       \
-            const int64_t nr = min64(NR, ocg - panel * NR), ustride = L->npanels * cg * NR;  \
-            L->k_##SFX.wino_w(w->tile, (size_t)nr, pt, dst, (size_t)ustride);                \
+            L->k_##SFX.wino_w(w->tile, (size_t)nr, taps, dst, (size_t)ustride);              \
             for (int64_t p = 0; nr < NR && p < a2; p++)   /* lanes past OCg: zero */         \
                 memset(dst + p * ustride + nr, 0, (size_t)(NR - nr) * sizeof(T));            \
         }                                                                                    \
