@@ -212,8 +212,8 @@ def main(argv=None):
             with control.use(threads):
                 ratio = network_table(1, threads, args.rounds, progress, torch, size, width)
             if ratio:
-                headline.append(f"- ResNet-50 N=1, {size}x{size}, {threads} thread(s): best Winograd "
-                                f"variant {ratio:.2f}x the same network with PyTorch's "
+                headline.append(f"- ResNet-50 N=1, {size}x{size}, {threads} thread(s): best "
+                                f"Winograd variant {ratio:.2f}x the same network with PyTorch's "
                                 f"convolutions")
     print("## Headline (geomean of the fastest peer's time / the contender's)\n")
     print("\n".join(headline))

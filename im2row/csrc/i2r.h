@@ -121,9 +121,11 @@ int i2r_transpose_scatter_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom
  * i2r_winograd_tile: the tile size for g (the cheaper by the planner's cost; ties go to 2),
  * 0 where Winograd does not apply. i2r_winograd_preferred: whether "auto", allowed to, runs
  * Winograd on g (faster than the exact methods by that cost; one_shot: the weights are
- * transformed for this one call). i2r_winograd_pack: transform and pack weights (as i2r_pack_weights) for one
- * tile size. i2r_winograd_conv: y = conv(x, w) as i2r_conv does, g's geometry checked against
- * w's; every pixel's result is the same whatever nthreads is. */
+ * transformed for this one call). i2r_winograd_pack: transform and pack weights (as
+ * i2r_pack_weights) for one tile size; the weights are not read after it returns.
+ * i2r_winograd_predict: a call's scratch, packed bytes and values transformed, without
+ * running it. i2r_winograd_conv: y = conv(x, w) as i2r_conv does, g's geometry checked
+ * against w's; every pixel's result is the same whatever nthreads is. */
 typedef struct i2r_winograd i2r_winograd;   /* opaque */
 int i2r_winograd_tile(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 int i2r_winograd_preferred(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int one_shot);
