@@ -48,9 +48,6 @@ static void FN(wino_stage_input)(const struct i2r_winograd *w, const i2r_geom *g
 
 /* One task: tiles [t0, t1) of group `group`, output channels of panels [pa, pb). Returns the
  * values written into V. */
-#ifndef WINO_PREFETCH
-#define WINO_PREFETCH 3   /* tiles ahead: ~3 input transforms cover a miss to memory */
-#endif
 static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
                              const wino_schedule *s, const T *x, T *y, int64_t group,
                              int64_t t0, int64_t t1, int64_t pa, int64_t pb, T *scratch)
@@ -87,21 +84,6 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
                         px[i * a + j] = x + ((sg.img * g->h + ih) * g->w + iw) * g->c + group * cg;
                 }
             }
-            if (g->nhwc && q + WINO_PREFETCH < sg.n)   /* a later tile's new columns */
-                for (int64_t i = 0; i < a; i++) {
-                    int64_t ih = sg.ty * m - g->pt + i;
-                    if (ih < 0 || ih >= g->h)
-                        continue;
-                    for (int64_t j = 2; j < a; j++) {
-                        int64_t iw = (sg.tx + q + WINO_PREFETCH) * m - g->pl + j;
-                        if (iw < 0 || iw >= g->w)
-                            continue;
-                        const char *p = (const char *)(x + ((sg.img * g->h + ih) * g->w + iw) *
-                                                       g->c + group * cg);
-                        for (int64_t b = 0; b < cg * ts; b += 64)
-                            __builtin_prefetch(p + b);
-                    }
-                }
             wino_in((int)m, (size_t)cg, px, V + (t - t0 + q) * s->vld, (size_t)cg);
         }
         t += sg.n;
