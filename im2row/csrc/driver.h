@@ -259,6 +259,25 @@ typedef struct { int64_t a, b, len; } k_run;
 void *buffer_alloc(int64_t bytes, int64_t *capacity);
 void buffer_free(void *p, int64_t capacity);
 
+/* Runs the statement `work` once on each of `threads` threads, in one OpenMP region with
+ * `clauses` (reductions; its worksharing loops are orphaned `omp for`s inside `work`), and on
+ * one thread directly, with no region at all: a one-thread region between two-thread ones
+ * made libgomp retire and wake its worker every call. */
+#define OMP_PRAGMA(x) _Pragma(#x)
+#ifdef I2R_HAVE_OPENMP
+#define ON_THREADS(threads, clauses, work)                                                   \
+    do {                                                                                     \
+        if ((threads) > 1) {                                                                 \
+            OMP_PRAGMA(omp parallel num_threads((int)(threads)) clauses)                     \
+            { work; }                                                                        \
+        } else {                                                                             \
+            work;                                                                            \
+        }                                                                                    \
+    } while (0)
+#else
+#define ON_THREADS(threads, clauses, work) do { work; } while (0)
+#endif
+
 /* Orders this thread's streamed (non-temporal) stores before what follows. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>

@@ -97,16 +97,8 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
         return I2R_ETOOBIG;
     int64_t copied = 0;
     int failed = 0;
-    /* one thread: no OpenMP region at all (a one-thread region between two-thread ones made
-     * libgomp retire and wake its worker every call) */
-    if (s.threads > 1) {
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
-#endif
-        copied += FN(thread_work)(w, g, &s, method, debug_nan, x, y, &failed);
-    } else {
-        copied = FN(thread_work)(w, g, &s, method, debug_nan, x, y, &failed);
-    }
+    ON_THREADS(s.threads, reduction(+ : copied) reduction(| : failed),
+               copied += FN(thread_work)(w, g, &s, method, debug_nan, x, y, &failed));
     if (stats) {
         stats->threads = s.threads;
         stats->workspace_bytes = s.threads * s.thread_bytes;

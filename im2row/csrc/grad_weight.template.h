@@ -216,14 +216,7 @@ static i2r_status FN(grad_weight)(const i2r_layout *L, const i2r_geom *g, const 
                                   const T *x, const T *dy, T *gw)
 {
     int failed = 0;
-    if (s->threads > 1) {   /* no OpenMP region for one thread (see FN(conv)) */
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)s->threads) reduction(| : failed)
-#endif
-        FN(gw_thread_work)(L, g, s, x, dy, gw, &failed);
-    } else {
-        FN(gw_thread_work)(L, g, s, x, dy, gw, &failed);
-    }
+    ON_THREADS(s->threads, reduction(| : failed), FN(gw_thread_work)(L, g, s, x, dy, gw, &failed));
     return failed ? I2R_ENOMEM : I2R_OK;
 }
 
@@ -265,14 +258,7 @@ static i2r_status FN(grad_weight_via_nchw)(const i2r_layout *L, const i2r_geom *
     T *gwn = buffer_alloc(MUL3(g->oc, K, (int64_t)sizeof(T)), &gwcap);
     i2r_status st = I2R_ENOMEM;
     if (xn && dyn && gwn) {
-        if (s.threads > 1) {   /* no OpenMP region for one thread (see FN(conv)) */
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)s.threads)
-#endif
-            FN(nchw_copies)(L, g, x, dy, xn, dyn);
-        } else {
-            FN(nchw_copies)(L, g, x, dy, xn, dyn);
-        }
+        ON_THREADS(s.threads, , FN(nchw_copies)(L, g, x, dy, xn, dyn));
         st = FN(grad_weight)(L, &gn, &s, xn, dyn, gwn);
         for (int64_t oc = 0; st == I2R_OK && oc < g->oc; oc++)   /* OIHW -> HWIO */
             for (int64_t c = 0; c < L->cg; c++)

@@ -130,14 +130,8 @@ static i2r_status FN(transpose_scatter)(const i2r_layout *L, const i2r_geom *g, 
     }
     int failed = 0;
     const int64_t threads = max64(1, min64(nthreads, g->n));
-    if (threads > 1) {   /* no OpenMP region for one thread (see FN(conv)) */
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)threads) reduction(| : failed)
-#endif
-        FN(scatter_thread_work)(L, g, dy, w, wpack, dx, &failed);
-    } else {
-        FN(scatter_thread_work)(L, g, dy, w, wpack, dx, &failed);
-    }
+    ON_THREADS(threads, reduction(| : failed),
+               FN(scatter_thread_work)(L, g, dy, w, wpack, dx, &failed));
     free(wpack);
     return failed ? I2R_ENOMEM : I2R_OK;
 }

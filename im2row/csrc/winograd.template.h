@@ -185,14 +185,9 @@ static i2r_status FN(winograd)(const struct i2r_winograd *w, const i2r_geom *g, 
         return I2R_ETOOBIG;
     int64_t copied = 0;
     int failed = 0;
-    if (s.threads > 1) {
-#ifdef I2R_HAVE_OPENMP
-#pragma omp parallel num_threads((int)s.threads) reduction(+ : copied) reduction(| : failed)
-#endif
-        copied += FN(wino_thread_work)(w, g, &s, debug_nan, (const T *)xv, (T *)yv, &failed);
-    } else {
-        copied = FN(wino_thread_work)(w, g, &s, debug_nan, (const T *)xv, (T *)yv, &failed);
-    }
+    ON_THREADS(s.threads, reduction(+ : copied) reduction(| : failed),
+               copied += FN(wino_thread_work)(w, g, &s, debug_nan, (const T *)xv, (T *)yv,
+                                              &failed));
     if (stats) {
         stats->threads = s.threads;
         stats->workspace_bytes = s.threads * s.thread_bytes;

@@ -16,6 +16,16 @@
  * Each 2-D transform is a 1-D transform of the rows into a small buffer in L1, then of its
  * columns. */
 
+/* A vector of n <= VN channels at p (masked past n). */
+#define WINO_LOAD(p, n) ((n) == VN ? V_LOAD(p) : V_LOAD_N(p, n))
+#define WINO_STORE(p, v, n)                                                                  \
+    do {                                                                                     \
+        if ((n) == VN)                                                                       \
+            V_STORE(p, v);                                                                   \
+        else                                                                                 \
+            V_STORE_N(p, v, n);                                                              \
+    } while (0)
+
 /* 1-D input transforms: e[k] = (B^T d)[k], d and e arrays of V. */
 #define WINO_BT4(d, e, c2, c4, c5)                                                           \
     do {                                                                                     \
@@ -75,7 +85,7 @@ WINO_INLINE void WINO_CAT(WINO_IN_NAME, body)(const int tile, size_t n, const T 
         V d[6], e[6];
         for (size_t i = 0; i < a; i++) {
             for (size_t j = 0; j < a; j++)
-                d[j] = cn == VN ? V_LOAD(px[i * a + j] + c) : V_LOAD_N(px[i * a + j] + c, cn);
+                d[j] = WINO_LOAD(px[i * a + j] + c, cn);
             if (tile == 4)
                 WINO_BT4(d, e, c2, c4, c5);
             else
@@ -91,11 +101,7 @@ WINO_INLINE void WINO_CAT(WINO_IN_NAME, body)(const int tile, size_t n, const T 
             else
                 WINO_BT2(d, e);
             for (size_t l = 0; l < a; l++) {   /* position (l, k) */
-                T *dst = v + (l * a + k) * vstride + c;
-                if (cn == VN)
-                    V_STORE(dst, e[l]);
-                else
-                    V_STORE_N(dst, e[l], cn);
+                WINO_STORE(v + (l * a + k) * vstride + c, e[l], cn);
             }
         }
     }
@@ -126,7 +132,7 @@ WINO_INLINE void WINO_CAT(WINO_OUT_NAME, body)(const int tile, size_t n, const T
         for (size_t k = 0; k < a; k++) {   /* A^T down column k of M */
             for (size_t i = 0; i < a; i++) {
                 const T *src = mm + (i * a + k) * mstride + c;
-                s[i] = cn == VN ? V_LOAD(src) : V_LOAD_N(src, cn);
+                s[i] = WINO_LOAD(src, cn);
             }
             if (tile == 4)
                 WINO_AT4(s, o, c2, c4, c8);
@@ -137,7 +143,7 @@ WINO_INLINE void WINO_CAT(WINO_OUT_NAME, body)(const int tile, size_t n, const T
         }
         V b = vz;
         if (bias)
-            b = cn == VN ? V_LOAD(bias + c) : V_LOAD_N(bias + c, cn);
+            b = WINO_LOAD(bias + c, cn);
         for (size_t r = 0; r < m; r++) {   /* then along row r */
             for (size_t k = 0; k < a; k++)
                 s[k] = t[r * a + k];
@@ -149,11 +155,7 @@ WINO_INLINE void WINO_CAT(WINO_OUT_NAME, body)(const int tile, size_t n, const T
                 V val = V_ADD(o[q], b);
                 if (relu)
                     val = V_MAX(val, vz);
-                T *dst = py[r * m + q] + c;
-                if (cn == VN)
-                    V_STORE(dst, val);
-                else
-                    V_STORE_N(dst, val, cn);
+                WINO_STORE(py[r * m + q] + c, val, cn);
             }
         }
     }
@@ -206,7 +208,7 @@ WINO_INLINE void WINO_CAT(WINO_W_NAME, body)(const int tile, size_t n, const T *
         V g[3], h[6], col[6][3];   /* col[i][s] = (G g)[i][s] */
         for (size_t s = 0; s < 3; s++) {
             for (size_t r = 0; r < 3; r++)
-                g[r] = on == VN ? V_LOAD(taps[r * 3 + s] + o) : V_LOAD_N(taps[r * 3 + s] + o, on);
+                g[r] = WINO_LOAD(taps[r * 3 + s] + o, on);
             if (tile == 4)
                 WINO_G4(g, h, k4, k6, k12, k24, k_6);
             else
@@ -220,11 +222,7 @@ WINO_INLINE void WINO_CAT(WINO_W_NAME, body)(const int tile, size_t n, const T *
             else
                 WINO_G2(col[i], h, k2);
             for (size_t l = 0; l < a; l++) {
-                T *dst = u + (i * a + l) * ustride + o;
-                if (on == VN)
-                    V_STORE(dst, h[l]);
-                else
-                    V_STORE_N(dst, h[l], on);
+                WINO_STORE(u + (i * a + l) * ustride + o, h[l], on);
             }
         }
     }
@@ -238,6 +236,8 @@ void WINO_W_NAME(int tile, size_t n, const T *const *taps, T *u, size_t ustride)
         WINO_CAT(WINO_W_NAME, body)(2, n, taps, u, ustride);
 }
 
+#undef WINO_LOAD
+#undef WINO_STORE
 #undef WINO_G4
 #undef WINO_G2
 #undef WINO_W_NAME
