@@ -146,15 +146,17 @@ class Conv2d:
             if chosen in WINOGRAD_TILES:
                 self._winograd_for(WINOGRAD_TILES[chosen], nthreads, op)
             elif chosen in COMPILED_METHODS:
-                rotations, rows_only = _backend.native.pack_flags(geometry, chosen)
-                self._packed = self._pack(rotations, rows_only, _backend.isa(), nthreads, op)
+                rotations, rows_only, deferred = _backend.native.pack_flags(
+                    geometry, chosen, _backend.isa(), spec.dtype.itemsize == 8)
+                self._packed = self._pack(rotations, rows_only, _backend.isa(), nthreads, op,
+                                          deferred)
         return self
 
-    def _pack(self, rotations, rows_only, isa, nthreads, op):
+    def _pack(self, rotations, rows_only, isa, nthreads, op, deferred=False):
         try:
             return _backend.native.PackedWeights(
                 self.weight, self.layout, self.groups, self.bias, self.stride, self.dilation,
-                rotations, self.activation == "relu", isa, rows_only, nthreads)
+                rotations, self.activation == "relu", isa, rows_only, nthreads, deferred)
         except _backend.native.SizeError as e:
             raise ValueError(f"{op}: {e}") from None
 

@@ -24,7 +24,7 @@ cdef extern from "i2r.h" nogil:
     ctypedef struct i2r_weights:
         pass
     enum:
-        I2R_PACK_ROTATIONS, I2R_PACK_ROWS_ONLY
+        I2R_PACK_ROTATIONS, I2R_PACK_ROWS_ONLY, I2R_PACK_DEFERRED
     i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                                 const int64_t *wstride, const void *bias, int64_t groups, int64_t kh, int64_t kw,
                                 int64_t cg, int64_t ocg, int64_t sw, int64_t dw,
@@ -32,12 +32,12 @@ cdef extern from "i2r.h" nogil:
     void i2r_free_weights(i2r_weights *w)
     int64_t i2r_packed_bytes(const i2r_weights *w)
     int i2r_rotations_ready(const i2r_weights *w)
-    int i2r_pack_flags(i2r_method method, const i2r_geom *g)
+    int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_geom *g)
     i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     void i2r_release_buffers()
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
-                           int nthreads, int rotations, int with_bias, i2r_stats *stats)
+                           int nthreads, int pack_flags, int with_bias, i2r_stats *stats)
     i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
                         int nthreads, int debug_nan, const void *x, void *y, i2r_stats *stats)
     i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
@@ -133,17 +133,19 @@ cdef _check(i2r_status status, str what):
 
 
 def predict(tuple geom, str method, int nthreads, str isa, bint f64, bint rotations,
-            bint with_bias):
+            bint with_bias, bint deferred=False):
     """(workspace bytes, packed-weight bytes, values copied) of one call, without running it.
-    rotations: whether the weights were packed for the strip (see PackedWeights). Raises
-    SizeError when one of them reaches 2**62 bytes."""
+    rotations, deferred: how the weights were packed (see PackedWeights). Raises SizeError
+    when one of them reaches 2**62 bytes."""
     cdef i2r_geom g
     cdef i2r_stats st
     _fill_geom(&g, geom)
     if _one_thread:
         nthreads = 1
     status = i2r_predict(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g,
-                         _method_code(method), nthreads, rotations, with_bias, &st)
+                         _method_code(method), nthreads,
+                         (I2R_PACK_ROTATIONS if rotations else 0) |
+                         (I2R_PACK_DEFERRED if deferred else 0), with_bias, &st)
     if status == I2R_ETOOBIG:
         what = ("the scratch of all threads" if st.workspace_bytes >= _LIMIT else
                 "the packed weights" if st.packed_bytes >= _LIMIT else
@@ -168,12 +170,15 @@ def one_sum_order(tuple geom, str isa, bint f64):
     return bool(i2r_one_sum_order(I2R_F64 if f64 else I2R_F32, _isa_code(isa), &g))
 
 
-def pack_flags(tuple geom, str method):
-    """(rotations, rows_only): what PackedWeights must hold for one call of `method`."""
+def pack_flags(tuple geom, str method, str isa, bint f64):
+    """(rotations, rows_only, deferred): how PackedWeights packs for one call of `method`
+    (the C planner's i2r_pack_flags)."""
     cdef i2r_geom g
     _fill_geom(&g, geom)
-    cdef int flags = i2r_pack_flags(_method_code(method), &g)
-    return bool(flags & I2R_PACK_ROTATIONS), bool(flags & I2R_PACK_ROWS_ONLY)
+    cdef int flags = i2r_pack_flags(I2R_F64 if f64 else I2R_F32, _isa_code(isa),
+                                    _method_code(method), &g)
+    return (bool(flags & I2R_PACK_ROTATIONS), bool(flags & I2R_PACK_ROWS_ONLY),
+            bool(flags & I2R_PACK_DEFERRED))
 
 
 def release_buffers():
@@ -223,7 +228,9 @@ cdef class PackedWeights:
 
     weight: C-contiguous (OC, C/groups, KH, KW) for NCHW or (KH, KW, C/groups, OC) for NHWC,
     read in place; bias: (OC,) or None. rotations: pack a copy per strip rotation (for "i2r");
-    without, only the unrotated copy ("im2row" and "blocked" need no more). rows_only: for 1x1
+    without, only the unrotated copy ("im2row" and "blocked" need no more). deferred (NHWC):
+    no panels; "im2row" and "blocked" pack them as they go, reading the weights in place
+    ("i2r" refuses). rows_only: for 1x1
     weights only what pointwise NCHW runs with. nthreads: threads that pack.
     """
     cdef i2r_weights *w
@@ -232,7 +239,8 @@ cdef class PackedWeights:
     cdef object source     # the weights: OIHW ones are read in place by every run
 
     def __cinit__(self, weight, str layout, int64_t groups, bias, tuple stride, tuple dilation,
-                  bint rotations, bint relu, str isa, bint rows_only=False, int nthreads=1):
+                  bint rotations, bint relu, str isa, bint rows_only=False, int nthreads=1,
+                  bint deferred=False):
         cdef int64_t oc, cg, kh, kw
         if layout == "NCHW":
             oc, cg, kh, kw = weight.shape
@@ -245,7 +253,8 @@ cdef class PackedWeights:
         self.source = weight
         self.f64 = weight.dtype.itemsize == 8
         cdef int flags = ((I2R_PACK_ROTATIONS if rotations else 0) |
-                          (I2R_PACK_ROWS_ONLY if rows_only else 0))
+                          (I2R_PACK_ROWS_ONLY if rows_only else 0) |
+                          (I2R_PACK_DEFERRED if deferred else 0))
         flat = weight.reshape(-1)
         if self.f64:
             st = _pack[double](flat, strides, groups, kh, kw, cg, oc // groups, stride[1],

@@ -50,7 +50,9 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
-       PACK_TASK_ROWS = 256 }; /* packing: source rows of one threaded task */
+       PACK_TASK_ROWS = 256,  /* packing: source rows of one threaded task */
+       DEFERRED_ROW_BLOCKS = 2 }; /* one-off NHWC calls of up to this many row blocks of
+                                     pixels pack their weights in the GEMM (i2r_pack_flags) */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
 #define PACK_PARALLEL_BYTES ((int64_t)1 << 20)   /* packing more than this is threaded */
 #define JB_BYTES ((int64_t)1 << 20)
@@ -75,6 +77,8 @@ typedef struct {
     int64_t rot_unit;      /* gcd(m, kw): rotations are multiples of it */
     int rotated_copies;    /* a weight copy per rotation (else one, walked by strip_runs) */
     int64_t nrot;          /* copies packed */
+    int deferred;          /* I2R_PACK_DEFERRED: no panels; the GEMM packs each K block of a
+                              panel from the caller's HWIO rows just before it uses it */
     kernels_f32 k_f32;     /* the kernels, of the layout's dtype only */
     kernels_f64 k_f64;
 } i2r_layout;
@@ -87,7 +91,11 @@ struct i2r_weights {
     int64_t packed_capacity, bias_capacity;   /* their blocks' sizes (buffer_alloc) */
     const void *rows;      /* OIHW weights in memory order, by reference: the A rows of the
                               NCHW W*X GEMM [G][OCg][K] (NULL for other layouts) */
-    int has_panels;        /* packed holds the panels (not with I2R_PACK_ROWS_ONLY) */
+    const void *hwio;      /* L.deferred: the caller's HWIO weights, by reference: row k
+                              (= (kh, kw, c)) of group g at hwio + g*OCg + k*hwio_ld */
+    int64_t hwio_ld;
+    int has_panels;        /* packed holds the panels (not with I2R_PACK_ROWS_ONLY or
+                              I2R_PACK_DEFERRED) */
     int rotations_ready;   /* I2R_STRIP runs with no more packing (i2r_rotations_ready) */
     int64_t packed_bytes;
 };
@@ -159,12 +167,16 @@ typedef struct {
     int64_t abytes, cbytes;      /* scratch parts: I2R_STRIP: the strip, the column results;
                                     I2R_FULL/BLOCKED: A (matrix or block), the NCHW result;
                                     then the NCHW input stage or slab */
+    int64_t bbytes;              /* L->deferred: a K block of the panels, packed by the
+                                    GEMM (the last part of the thread's scratch) */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
     int64_t plane_cols;          /* plane: padded input columns the outputs read */
     int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
     int64_t plane_row;           /* plane: values of a row, sw phases */
-    int split_oc;                /* I2R_STRIP: parts split the output channels (NCHW), not
-                                    the columns */
+    int split_oc;                /* parts split the output channels (weight panels), not
+                                    the work: I2R_STRIP on NCHW (not the columns);
+                                    I2R_FULL/BLOCKED on NHWC with one row block in all (not
+                                    the rows) */
     int stream;                  /* NHWC results go straight to the output past the caches
                                     (it is too large to stay cached; see make_schedule) */
 } schedule;
@@ -179,6 +191,10 @@ static inline int64_t k_block(int64_t seglen)
     int64_t nkb = seglen <= KC_WHOLE ? 1 : cdiv(seglen, KC);
     return cdiv(seglen, nkb);
 }
+
+/* Deferred weights: the panels the GEMM packs and multiplies at a time, as many as keep a K
+ * block of them in half the L2 (every row block reuses them from there). */
+int64_t deferred_panels(const i2r_layout *L);
 
 /* Share of the register tiles' rows a GEMM of m rows, `valid` of them kept, fills. */
 static inline double tile_fill(int64_t valid, int64_t m, int64_t mr)

@@ -70,11 +70,15 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
                 copied += FN(wx_task)(w, g, &s, x, y, group, p0, p1, scratch);
             } else {
-                int64_t group = task / s.parts, p0 = b * s.chunk;
+                int64_t group = task / s.parts, p0 = s.split_oc ? 0 : b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
-                copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, scratch,
+                int64_t pa = s.split_oc ? b * L->npanels / s.parts : 0;
+                int64_t pb = s.split_oc ? (b + 1) * L->npanels / s.parts : L->npanels;
+                copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, pa, pb, scratch,
                                         scratch + abytes / (int64_t)sizeof(T),
-                                        scratch + (abytes + cbytes) / (int64_t)sizeof(T));
+                                        scratch + (abytes + cbytes) / (int64_t)sizeof(T),
+                                        scratch + (s.thread_bytes - s.bbytes) /
+                                                  (int64_t)sizeof(T));
             }
         }
         store_fence();   /* before the barrier: the results are read after it */
@@ -91,7 +95,9 @@ static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_m
     T *y = (T *)yv;
     schedule s;
     make_schedule(&s, &w->L, g, method, nthreads);
-    if (s.wx ? !w->rows : !w->has_panels)   /* packed without what this needs */
+    /* packed without what this needs (deferred weights: the strip would repack them for
+     * every column) */
+    if (s.wx ? !w->rows : !w->has_panels && !(w->L.deferred && method != I2R_STRIP))
         return I2R_EINVAL;
     if (s.thread_bytes >= SIZE_LIMIT)   /* i2r_predict says so first */
         return I2R_ETOOBIG;

@@ -55,15 +55,22 @@ typedef struct i2r_weights i2r_weights;   /* opaque */
 enum {
     I2R_PACK_ROTATIONS = 1,   /* a copy per strip rotation: I2R_STRIP then writes only the new
                                  columns at each step (without, it refills every slot) */
-    I2R_PACK_ROWS_ONLY = 2    /* OIHW weights: no panels, only what I2R_BLOCKED on NCHW runs
+    I2R_PACK_ROWS_ONLY = 2,   /* OIHW weights: no panels, only what I2R_BLOCKED on NCHW runs
                                  with (the weights themselves, read in place; a call that
                                  needs the panels then fails with I2R_EINVAL) */
+    I2R_PACK_DEFERRED = 4     /* HWIO weights (NHWC): no panels; I2R_FULL and I2R_BLOCKED read
+                                 the weights in place and pack each K block of a panel into
+                                 their scratch just before the GEMM uses it (one pass over the
+                                 weights instead of three, for a one-off call with few
+                                 pixels; I2R_STRIP then fails with I2R_EINVAL). Ignored for
+                                 other weights (packed as without it). */
 };
 
 /* Pack wm (strides wstride, see above) and an optional bias[OC] for one dtype and ISA level,
  * with up to nthreads threads; flags as above. relu fuses max(x, 0) into the epilogue. *out is
- * freed with i2r_free_weights. C-contiguous OIHW weights are also read in place by later
- * calls: they must stay alive and unchanged as long as *out. */
+ * freed with i2r_free_weights. C-contiguous OIHW weights, and HWIO ones packed with
+ * I2R_PACK_DEFERRED, are also read in place by later calls: they must stay alive and
+ * unchanged as long as *out. */
 i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
                             const int64_t wstride[5], const void *bias,
                             int64_t groups, int64_t kh, int64_t kw, int64_t cg, int64_t ocg,
@@ -74,15 +81,16 @@ int64_t i2r_packed_bytes(const i2r_weights *w);
 /* 1 if I2R_STRIP gets all it can use from w: packed with I2R_PACK_ROTATIONS, or a layout that
  * needs no rotated copies (one copy walked in tap order). */
 int i2r_rotations_ready(const i2r_weights *w);
-/* The flags a one-off call of `method` on this geometry needs i2r_pack_weights to pack with
- * (nothing more). */
-int i2r_pack_flags(i2r_method method, const i2r_geom *g);
+/* The flags a one-off call of `method` on this geometry packs its weights with: what it
+ * needs, nothing more, and I2R_PACK_DEFERRED where that is faster than packing first. */
+int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_geom *g);
 
-/* Scratch, copy counts and packed-weight bytes of one i2r_conv call, without weights and
- * without running it (the same work split as i2r_conv computes them); I2R_ETOOBIG when one
- * of them reaches 2**62 bytes (the counts are then saturated there). */
+/* Scratch, copy counts and packed-weight bytes of one i2r_conv call with weights packed with
+ * pack_flags, without weights and without running it (the same work split as i2r_conv
+ * computes them); I2R_ETOOBIG when one of them reaches 2**62 bytes (the counts are then
+ * saturated there). */
 i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
-                       int nthreads, int rotations, int with_bias, i2r_stats *stats);
+                       int nthreads, int pack_flags, int with_bias, i2r_stats *stats);
 
 /* The method "auto" runs for this geometry (the planner's rule; see plan.c). */
 i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);

@@ -50,6 +50,46 @@ typedef struct {
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
                             int64_t p0, int64_t mc, int64_t k0, int64_t kc, int64_t lda, T *a);
 
+/* Deferred weights (I2R_PACK_DEFERRED): rows [k0, k0 + kc) of weight panels [pa, pb), packed
+ * from a group's HWIO rows (row k at rows + k*ld, the OCg output channels contiguous) into
+ * dst, panel p's block at (p - pa)*kc*NR (kc x NR, zeros past OCg), as pack_rows_hwio lays
+ * out the unrotated panels. The source rows are read in memory order, whole. */
+static void FN(pack_k_block)(const i2r_layout *L, const T *rows, int64_t ld, int64_t pa,
+                             int64_t pb, int64_t k0, int64_t kc, T *restrict dst)
+{
+    const int64_t NR = L->nr, OCG = L->ocg;
+    for (int64_t k = 0; k < kc; k++) {
+        const T *src = rows + (k0 + k) * ld;
+        for (int64_t p = pa; p < pb; p++) {
+            T *d = dst + ((p - pa) * kc + k) * NR;
+            const int64_t width = min64(NR, OCG - p * NR);
+            if (width == NR) {
+                for (int64_t i = 0; i < NR; i++)
+                    d[i] = src[p * NR + i];
+            } else {
+                for (int64_t i = 0; i < NR; i++)
+                    d[i] = i < width ? src[p * NR + i] : (T)0;
+            }
+        }
+    }
+}
+
+/* Deferred weights: prefetch share `part` of `parts` of the source rows pack_k_block reads
+ * for rows [k0, k0 + kc) of panels [pa, pb), issued while the block before is multiplied so
+ * that the packing reads the cache and the memory traffic overlaps the FMAs. */
+static void FN(prefetch_k_block)(const i2r_layout *L, const T *rows, int64_t ld, int64_t pa,
+                                 int64_t pb, int64_t k0, int64_t kc, int64_t part,
+                                 int64_t parts)
+{
+    const int64_t r0 = k0 + kc * part / parts, r1 = k0 + kc * (part + 1) / parts;
+    const int64_t bytes = min64(L->ocg - pa * L->nr, (pb - pa) * L->nr) * (int64_t)sizeof(T);
+    for (int64_t r = r0; r < r1; r++) {
+        const char *row = (const char *)(rows + r * ld + pa * L->nr);
+        for (int64_t b = 0; b < bytes; b += 64)
+            __builtin_prefetch(row + b, 0, 2);
+    }
+}
+
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU): A rows at a + i*lda, B the packed panels. K is
  * walked as nruns runs (see k_run): run r multiplies A values [a + run.a, + run.len) of each
  * row with weight rows [run.b, + run.len), in order, so that the sum over K runs in the order
@@ -61,16 +101,26 @@ static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(low
  * BLIS: K blocks of <= KC values inside a run (outermost: the K block of all weight panels
  * stays in L2 while every row block passes), M blocks of MC_TILES register tiles (A block in
  * L1/L2, reused by every panel), then NR panels and MR tiles; the register tile accumulates
- * in C across K blocks and runs. */
+ * in C across K blocks and runs. With bbuf (deferred weights, one run of all K), bpack is
+ * the group's HWIO rows instead: the panels are taken deferred_panels at a time, and each
+ * K block of them is packed into bbuf before the row blocks use it, as a BLIS GEMM packs
+ * B. */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
                              T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
                              int cflags, const i2r_geom *g, const FN(lowering) *low,
-                             int64_t low_p0)
+                             int64_t low_p0, T *bbuf)
 {
     const i2r_layout *L = &w->L;
     const KFN(gemm) ukernel = L->FN(k).gemm;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
+    const int64_t npb = bbuf ? deferred_panels(L) : pb - pa;
+    if (pb - pa > npb) {
+        for (int64_t q = pa; q < pb; q += npb)
+            FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, q,
+                             min64(pb, q + npb), ncols, cflags, g, low, low_p0, bbuf);
+        return;
+    }
     for (int64_t s = 0; s < nruns; s++) {
         const k_run run = runs[s];
         const int64_t kcs = k_block(run.len);
@@ -80,6 +130,8 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
             int flags = (first ? cflags & GEMM_ACCUMULATE : GEMM_ACCUMULATE) |
                         (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) |
                                 (cflags & GEMM_STREAM) : 0);
+            if (bbuf)
+                FN(pack_k_block)(L, bpack, w->hwio_ld, pa, pb, run.b + k0, kc, bbuf);
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = min64(M - m0, MC);
                 const T *ablk = a + m0 * lda + run.a + k0;
@@ -91,8 +143,12 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                 }
                 for (int64_t p = pa; p < pb; p++) {
                     int64_t nr = min64(ncols - p * NR, NR);
-                    const T *bp = bpack + p * K * NR + (run.b + k0) * NR;
+                    const T *bp = bbuf ? bbuf + (p - pa) * kc * NR
+                                       : bpack + p * K * NR + (run.b + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
+                    if (bbuf && m0 == 0 && k0 + kc < run.len)
+                        FN(prefetch_k_block)(L, bpack, w->hwio_ld, pa, pb, run.b + k0 + kc,
+                                             min64(run.len - k0 - kc, kcs), p - pa, pb - pa);
                     for (int64_t i = 0; i < mc; i += MR) {
                         int64_t mr = min64(mc - i, MR);
                         if (bias && (cflags & GEMM_ROW_BIAS))
@@ -125,16 +181,16 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
 
 /* C = A * packed weights (+ bias, ReLU), output channels of panels [pa, pb): the GEMM, or
  * its depthwise counterpart (always all channels: depthwise work is never split by panel;
- * cflags go to the GEMM only). */
+ * cflags and bbuf, for deferred weights, go to the GEMM only). */
 static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                          const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
-                         T *c, int64_t ldc, int64_t pa, int64_t pb, int cflags)
+                         T *c, int64_t ldc, int64_t pa, int64_t pb, int cflags, T *bbuf)
 {
     if (w->L.depthwise)
         FN(dwconv_rows)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc);
     else
         FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg,
-                         cflags, NULL, NULL, 0);
+                         cflags, NULL, NULL, 0, bbuf);
 }
 
 /* dst[c*dst_ld + r*dst_step] = src[r*src_ld + c] for r < rows, c < cols: NCHW <-> NHWC-ordered

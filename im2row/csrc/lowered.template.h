@@ -92,9 +92,11 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
     return low;
 }
 
+/* Rows [p0, p1) of the batch's pixels, output channels of weight panels [pa, pb) (all of
+ * them on NCHW). bbuf: deferred weights' packed K block (L->deferred), else unused. */
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
-                             T *buf, T *cbuf, T *slab)
+                             int64_t pa, int64_t pb, T *buf, T *cbuf, T *slab, T *bbuf)
 {
     const i2r_layout *L = &w->L;
     const T *bias = w->bias ? (const T *)w->bias + group * L->npanels * L->nr : NULL;
@@ -116,7 +118,11 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         lda = L->k;
         copied = M * L->k;
     }
-    const T *bpack = FN(rotation_panels)(w, group, 0);
+    /* deferred: the group's HWIO rows, packed by the GEMM */
+    const T *bpack = L->deferred ? (const T *)w->hwio + group * L->ocg
+                                 : FN(rotation_panels)(w, group, 0);
+    if (!L->deferred)
+        bbuf = NULL;
     /* NHWC: straight into the output (rows of consecutive images are consecutive); NCHW:
      * into cbuf, then transposed into each image's planes */
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
@@ -125,10 +131,10 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const k_run all = {0, 0, L->k};
     const int cflags = g->nhwc && s->stream ? GEMM_STREAM : 0;
     if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, OCG,
-                         cflags, g, lowp, p0);
+        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, pa, pb, OCG, cflags, g,
+                         lowp, p0, bbuf);
     else
-        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, 0, L->npanels, cflags);
+        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, pa, pb, cflags, bbuf);
     if (g->nhwc)
         return copied;
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
@@ -212,7 +218,7 @@ static int64_t FN(wx_task)(const struct i2r_weights *w, const i2r_geom *g, const
             const int64_t nb = min64(s->wx_panels, np - b0);
             FN(lower_panels)(g, x_img, CG, NR, q0, npix, b0, nb, panels);
             FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yb + b0 * NR, opix, 0, nb,
-                             min64(nb * NR, npix - b0 * NR), cflags, NULL, NULL, 0);
+                             min64(nb * NR, npix - b0 * NR), cflags, NULL, NULL, 0, NULL);
         }
         p = end;
     }

@@ -27,13 +27,20 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
         return I2R_ENOMEM;
     make_layout(&w->L, dtype, isa, groups, kh, kw, cg, ocg, sw, dw,
                 (flags & I2R_PACK_ROTATIONS) != 0);
-    /* OIHW weights in memory order are already the A rows of the NCHW W*X GEMM: kept by
-     * reference (the caller keeps them alive and unchanged while w lives) */
+    /* OIHW weights in memory order are already the A rows of the NCHW W*X GEMM, and HWIO
+     * ones those of deferred packing: kept by reference (the caller keeps them alive and
+     * unchanged while w lives) */
     const int64_t K = w->L.k;
     const int rows = !w->L.depthwise && wstride[2] == 1 && wstride[1] == kw &&
                      wstride[3] == kh * kw && wstride[4] == K && wstride[0] == ocg * K;
+    /* HWIO weights whose (kh, kw, c) rows lie evenly spaced: packed by the GEMM if asked */
+    const int hwio = !w->L.depthwise && wstride[4] == 1 && wstride[2] == cg * wstride[3] &&
+                     wstride[1] == kw * wstride[2] && wstride[0] == ocg;
+    w->L.deferred = hwio && (flags & I2R_PACK_DEFERRED);
+    w->hwio = w->L.deferred ? wm : NULL;
+    w->hwio_ld = wstride[3];
     w->relu = relu;
-    w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY));
+    w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY)) && !w->L.deferred;
     packed_sizes(&w->L, w->has_panels, bias != NULL, &pbytes, &bbytes);
     w->rows = rows ? (void *)wm : NULL;
     w->rotations_ready = (flags & I2R_PACK_ROTATIONS) || !w->L.rotated_copies;

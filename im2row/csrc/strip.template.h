@@ -122,17 +122,17 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
         if (g->nhwc && s->stack == 1) {   /* straight into the output column */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb,
-                         s->stream ? GEMM_STREAM : 0);
+                         s->stream ? GEMM_STREAM : 0, NULL);
         } else if (g->nhwc) {   /* stacked: the valid rows of each image to its output */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
-                         cbuf, OCG, pa, pb, 0);
+                         cbuf, OCG, pa, pb, 0, NULL);
             for (int64_t b = 0; b < nimg; b++)
                 for (int64_t oh = 0; oh < g->oh; oh++)
                     memcpy(y + (n0 + b) * y_image + (oh * g->ow + j) * g->oc + group * OCG,
                            cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
         } else {
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
-                         cbuf + nbuf * OCG, s->jb * OCG, pa, pb, 0);
+                         cbuf + nbuf * OCG, s->jb * OCG, pa, pb, 0, NULL);
             if (nbuf++ == 0)
                 j0 = j;
         }
