@@ -357,6 +357,25 @@ def test_compiled_streamed_results(case, method):
         check_close(res, ref, case, dtype, layout, method)
 
 
+@pytest.mark.parametrize("offset", [16, 32, 48])
+@pytest.mark.parametrize("method", ["i2r", "blocked"])
+def test_streamed_results_into_misaligned_out(method, offset, isa):
+    """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): streamed
+    16 bytes at a time; the same bits as into an aligned result."""
+    case = STREAM_CASES[1]   # 64 channels: rows of whole 16-byte units
+    for dtype in DTYPES:
+        x, w, b, ref = data(case, dtype)
+        aligned = conv(case, x, w, b, "NHWC", method, num_threads=2)
+        raw = np.full(aligned.nbytes + 128, 255, np.uint8)
+        start = (-raw.ctypes.data) % 64 + offset
+        out = raw[start:start + aligned.nbytes].view(dtype).reshape(aligned.shape)
+        out[...] = np.nan
+        res = conv(case, x, w, b, "NHWC", method, out=out, num_threads=2)
+        assert res is out and out.ctypes.data % 64 == offset
+        np.testing.assert_array_equal(res, aligned)
+        assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
+
+
 ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]
 
 

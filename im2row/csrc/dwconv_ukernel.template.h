@@ -166,6 +166,7 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
 #undef V_STORE
 #undef V_STORE_N
 #undef V_STREAM
+#undef V_STREAM16
 #undef V_BCAST
 #undef V_FMA
 #undef V_MAX

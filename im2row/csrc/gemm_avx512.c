@@ -12,6 +12,8 @@
 #endif
 
 #define LANES(n) ((__mmask16)((1u << (n)) - 1u))
+/* 16-byte lane j of a double vector (AVX-512F alone: extractf64x2 needs DQ) */
+#define LANE_PD(v, j) _mm_castps_pd(_mm512_extractf32x4_ps(_mm512_castpd_ps(v), j))
 
 #define T float
 #define V __m512
@@ -24,6 +26,11 @@
 #define V_LOAD_N(p, n) _mm512_maskz_loadu_ps(LANES(n), p)
 #define V_STORE(p, v) _mm512_storeu_ps(p, v)
 #define V_STREAM(p, v) _mm512_stream_ps(p, v)
+#define V_STREAM16(p, v)                                                                     \
+    (_mm_stream_ps(p, _mm512_extractf32x4_ps(v, 0)),                                         \
+     _mm_stream_ps((p) + 4, _mm512_extractf32x4_ps(v, 1)),                                   \
+     _mm_stream_ps((p) + 8, _mm512_extractf32x4_ps(v, 2)),                                   \
+     _mm_stream_ps((p) + 12, _mm512_extractf32x4_ps(v, 3)))
 #define V_STORE_N(p, v, n) _mm512_mask_storeu_ps(p, LANES(n), v)
 #define V_BCAST(p) _mm512_set1_ps(*(p))
 #define V_FMA(a, b, acc) _mm512_fmadd_ps(a, b, acc)
@@ -53,6 +60,11 @@
 #define V_LOAD_N(p, n) _mm512_maskz_loadu_pd((__mmask8)LANES(n), p)
 #define V_STORE(p, v) _mm512_storeu_pd(p, v)
 #define V_STREAM(p, v) _mm512_stream_pd(p, v)
+#define V_STREAM16(p, v)                                                                     \
+    (_mm_stream_pd(p, LANE_PD(v, 0)),                                         \
+     _mm_stream_pd((p) + 2, LANE_PD(v, 1)),                                   \
+     _mm_stream_pd((p) + 4, LANE_PD(v, 2)),                                   \
+     _mm_stream_pd((p) + 6, LANE_PD(v, 3)))
 #define V_STORE_N(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)LANES(n), v)
 #define V_BCAST(p) _mm512_set1_pd(*(p))
 #define V_FMA(a, b, acc) _mm512_fmadd_pd(a, b, acc)
