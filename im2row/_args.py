@@ -166,9 +166,44 @@ def check_byte_count(count, itemsize, what, op, limit=_MAX_BYTES):
                          f"byte count can address")
 
 
+_SPECS = {}            # exact arguments -> ConvSpec, see make_spec
+_SPECS_MAX = 256
+
+
+def _exact(v):
+    """v itself if it is made of exact ints and strings only (tuples of them included), so
+    that two such keys are equal only for the same argument (1, 1.0 and True are equal but
+    not the same argument); None for anything else (bools, floats, NumPy ints, lists): not
+    memoised."""
+    if type(v) in (int, str):
+        return v
+    if type(v) is tuple:
+        parts = tuple(_exact(e) for e in v)
+        return None if None in parts else parts
+    return None
+
+
 def make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, op):
     """Shapes and geometry -> ConvSpec (x_shape 3-D or 4-D, w_shape 4-D, both already checked
-    for ndim)."""
+    for ndim). Memoised on the exact arguments (a spec is frozen; errors are not memoised,
+    so each bad call raises its own): parsing them costs ~10 us, a lot next to a small
+    convolution."""
+    key = (tuple(x_shape), tuple(w_shape), _exact(stride), _exact(padding), _exact(dilation),
+           _exact(groups), _exact(layout))   # shapes: ints already (.shape or checked)
+    if None not in key:
+        key += (np.dtype(dtype),)
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups,
+                              layout, op)
+            if len(_SPECS) >= _SPECS_MAX:
+                _SPECS.clear()
+            _SPECS[key] = spec
+        return spec
+    return _make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, op)
+
+
+def _make_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, op):
     check_layout(layout, op)
     batched = len(x_shape) == 4
     xs = tuple(x_shape) if batched else (1,) + tuple(x_shape)

@@ -9,6 +9,7 @@ import pytest
 
 import im2row
 from im2row import _backend
+from im2row._args import make_spec
 
 F32, F64 = np.float32, np.float64
 X = np.ones((2, 3, 8, 8), F32)            # NCHW
@@ -463,6 +464,21 @@ def _table(rows):
 def test_conv2d_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("bad", [dict(stride=True), dict(stride=1.0), dict(groups=True),
+                                 dict(padding=(1, 1.0)), dict(dilation=(1, True))])
+def test_memoised_geometry_keeps_its_type_checks(bad):
+    """A valid call's parsed geometry is memoised; an argument equal to it but of another
+    type (True == 1 == 1.0) still gets its TypeError."""
+    good = {k: (1, 1) if isinstance(v, tuple) else 1 for k, v in bad.items()}
+    conv(**good)
+    with pytest.raises(TypeError, match=r"conv2d: (stride|groups|padding|dilation)"):
+        conv(**bad)
+    args = dict(stride=1, padding=1, dilation=1, groups=1)   # the memo itself
+    make_spec(X.shape, W.shape, F32, **{**args, **good}, layout="NCHW", op="conv2d")
+    with pytest.raises(TypeError, match=r"conv2d: (stride|groups|padding|dilation)"):
+        make_spec(X.shape, W.shape, F32, **{**args, **bad}, layout="NCHW", op="conv2d")
 
 
 @_table(PLAN_ERRORS)
