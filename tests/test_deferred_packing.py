@@ -86,11 +86,15 @@ def _native_run(xh, wh, b, spec, method, threads, deferred, relu=False, debug_na
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("method", ["im2row", "blocked"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_many_row_blocks_with_nan_scratch(method, threads, dtype, isa):
-    """Deferred packing forced on 30x30 = 900 pixels (eight row blocks: each K block of the
-    panels is used by every row block), scratch NaN-filled, fused ReLU: the same bits as
-    packed weights, and the workspace the kernels report is the prediction."""
-    x, wt, b = _case(1, 40, 30, 30, 45, 3, 1, dtype, seed=1)
+@pytest.mark.parametrize("shape", [(40, 30, 45), (64, 12, 600)], ids=["30x30", "oc600"])
+def test_many_row_blocks_with_nan_scratch(shape, method, threads, dtype, isa):
+    """Deferred packing forced on 30x30 = 900 pixels (several row blocks: each K block of the
+    panels is used by every row block) and on 600 output channels (several panel blocks, for
+    each of which "blocked" lowers its A blocks again), scratch NaN-filled, fused ReLU: the
+    same bits as packed weights, and the workspace and copies the kernels report are the
+    prediction."""
+    c, hw, oc = shape
+    x, wt, b = _case(1, c, hw, hw, oc, 3, 1, dtype, seed=1)
     xh, wh = to_nhwc(x, wt)
     spec = make_spec(xh.shape, wh.shape, np.dtype(dtype), 1, 1, 1, 1, "NHWC", "test")
     geometry = spec_geometry(spec)
@@ -100,12 +104,12 @@ def test_many_row_blocks_with_nan_scratch(method, threads, dtype, isa):
     assert not np.isnan(y_def).any()
     assert np.array_equal(y_def, y_pan)
     ref = np.maximum(np.moveaxis(conv2d_reference(x, wt, b, padding=1), 1, -1), 0)
-    np.testing.assert_allclose(y_def, ref, rtol=0, atol=tolerance(dtype, 40 * 9))
+    np.testing.assert_allclose(y_def, ref, rtol=0, atol=tolerance(dtype, c * 9))
     f64 = np.dtype(dtype).itemsize == 8
     predicted = _backend.native.predict(geometry, method, threads, _backend.isa(), f64, False,
                                         True, True)
     assert (ws_def, packed.nbytes, copied_def) == predicted
-    assert copied_def == copied_pan
+    assert copied_def >= copied_pan   # "blocked" may lower again per panel block
     # deferred weights hold no panels: only the padded bias
     assert packed.nbytes < wh.nbytes
 

@@ -205,16 +205,29 @@ static inline double tile_fill(int64_t valid, int64_t m, int64_t mr)
 /* A strip task: output columns at positions [p0, p1) (chain order, see position_to_chain)
  * and output channels of weight panels [pa, pb). NHWC work is split by columns; NCHW work by
  * panels, so that no two threads write into the same cache line of an NCHW output row. */
+/* The weight panels [pa, pb) part b computes: its share when the parts split the output
+ * channels (split_oc), else all. */
+static inline void part_panels(const schedule *s, const i2r_layout *L, int64_t b, int64_t *pa,
+                               int64_t *pb)
+{
+    *pa = s->split_oc ? b * L->npanels / s->parts : 0;
+    *pb = s->split_oc ? (b + 1) * L->npanels / s->parts : L->npanels;
+}
+
 static inline void task_range(const schedule *s, const i2r_layout *L, int64_t b, int64_t ow,
                        int64_t *p0, int64_t *p1, int64_t *pa, int64_t *pb)
 {
-    if (s->split_oc) {
-        *p0 = 0; *p1 = ow;
-        *pa = b * L->npanels / s->parts; *pb = (b + 1) * L->npanels / s->parts;
-    } else {
-        *p0 = b * ow / s->parts; *p1 = (b + 1) * ow / s->parts;
-        *pa = 0; *pb = L->npanels;
-    }
+    *p0 = s->split_oc ? 0 : b * ow / s->parts;
+    *p1 = s->split_oc ? ow : (b + 1) * ow / s->parts;
+    part_panels(s, L, b, pa, pb);
+}
+
+/* Times I2R_FULL/BLOCKED lowers each A block for panels [pa, pb): with deferred weights
+ * "blocked" lowers it again for each block of deferred_panels panels (gemm_blocked). */
+static inline int64_t lowering_passes(const i2r_layout *L, const schedule *s, int64_t pa,
+                                      int64_t pb)
+{
+    return s->blocked && L->deferred ? cdiv(pb - pa, deferred_panels(L)) : 1;
 }
 
 /* Position p -> chain r and index q in the chain (column j = r + q*t). */

@@ -70,10 +70,9 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
                 copied += FN(wx_task)(w, g, &s, x, y, group, p0, p1, scratch);
             } else {
-                int64_t group = task / s.parts, p0 = s.split_oc ? 0 : b * s.chunk;
+                int64_t group = task / s.parts, p0 = s.split_oc ? 0 : b * s.chunk, pa, pb;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
-                int64_t pa = s.split_oc ? b * L->npanels / s.parts : 0;
-                int64_t pb = s.split_oc ? (b + 1) * L->npanels / s.parts : L->npanels;
+                part_panels(&s, L, b, &pa, &pb);
                 copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, pa, pb, scratch,
                                         scratch + abytes / (int64_t)sizeof(T),
                                         scratch + (abytes + cbytes) / (int64_t)sizeof(T),

@@ -34,7 +34,8 @@ static inline __m256i lane_mask_64(int n)
 #define V_STORE(p, v) _mm256_storeu_ps(p, v)
 #define V_STREAM(p, v) _mm256_stream_ps(p, v)
 #define V_STREAM16(p, v)                                                                     \
-    (_mm_stream_ps(p, _mm256_castps256_ps128(v)), _mm_stream_ps((p) + 4, _mm256_extractf128_ps(v, 1)))
+    (_mm_stream_ps(p, _mm256_castps256_ps128(v)),                                           \
+     _mm_stream_ps((p) + 4, _mm256_extractf128_ps(v, 1)))
 #define V_STORE_N(p, v, n) _mm256_maskstore_ps(p, lane_mask_32(n), v)
 #define V_BCAST(p) _mm256_broadcast_ss(p)
 #define V_FMA(a, b, acc) _mm256_fmadd_ps(a, b, acc)
@@ -65,7 +66,8 @@ static inline __m256i lane_mask_64(int n)
 #define V_STORE(p, v) _mm256_storeu_pd(p, v)
 #define V_STREAM(p, v) _mm256_stream_pd(p, v)
 #define V_STREAM16(p, v)                                                                     \
-    (_mm_stream_pd(p, _mm256_castpd256_pd128(v)), _mm_stream_pd((p) + 2, _mm256_extractf128_pd(v, 1)))
+    (_mm_stream_pd(p, _mm256_castpd256_pd128(v)),                                           \
+     _mm_stream_pd((p) + 2, _mm256_extractf128_pd(v, 1)))
 #define V_STORE_N(p, v, n) _mm256_maskstore_pd(p, lane_mask_64(n), v)
 #define V_BCAST(p) _mm256_broadcast_sd(p)
 #define V_FMA(a, b, acc) _mm256_fmadd_pd(a, b, acc)

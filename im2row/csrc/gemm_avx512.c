@@ -61,10 +61,8 @@
 #define V_STORE(p, v) _mm512_storeu_pd(p, v)
 #define V_STREAM(p, v) _mm512_stream_pd(p, v)
 #define V_STREAM16(p, v)                                                                     \
-    (_mm_stream_pd(p, LANE_PD(v, 0)),                                         \
-     _mm_stream_pd((p) + 2, LANE_PD(v, 1)),                                   \
-     _mm_stream_pd((p) + 4, LANE_PD(v, 2)),                                   \
-     _mm_stream_pd((p) + 6, LANE_PD(v, 3)))
+    (_mm_stream_pd(p, LANE_PD(v, 0)), _mm_stream_pd((p) + 2, LANE_PD(v, 1)),                   \
+     _mm_stream_pd((p) + 4, LANE_PD(v, 2)), _mm_stream_pd((p) + 6, LANE_PD(v, 3)))
 #define V_STORE_N(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)LANES(n), v)
 #define V_BCAST(p) _mm512_set1_pd(*(p))
 #define V_FMA(a, b, acc) _mm512_fmadd_pd(a, b, acc)

@@ -111,7 +111,7 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         lowp = &low;
         a = NULL;
         lda = 0;
-        copied = M * L->k;
+        copied = M * L->k * lowering_passes(L, s, pa, pb);
     } else {
         FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, slab);
         a = buf;

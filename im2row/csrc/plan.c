@@ -261,9 +261,15 @@ static int64_t count_copied(const i2r_layout *L, const i2r_geom *g, i2r_method m
                             const schedule *s)
 {
     int64_t per_image = 0;
-    if (method != I2R_STRIP)   /* split_oc: every part lowers all the rows */
-        return s->direct ? 0 : MUL5(g->n, L->groups, g->oh, g->ow,
-                                    mul_sat(L->k, s->split_oc ? s->parts : 1));
+    if (method != I2R_STRIP) {   /* split_oc: every part lowers all the rows */
+        int64_t passes = 0;
+        for (int64_t b = 0; b < (s->split_oc ? s->parts : 1); b++) {
+            int64_t pa, pb;
+            part_panels(s, L, b, &pa, &pb);
+            passes += lowering_passes(L, s, pa, pb);
+        }
+        return s->direct ? 0 : MUL5(g->n, L->groups, g->oh, g->ow, mul_sat(L->k, passes));
+    }
     if (s->plane)
         return MUL4(g->n, L->cg, strip_input_rows(g, s->strip_rows), plane_input_cols(g, s));
     for (int64_t b = 0; b < s->parts; b++) {
