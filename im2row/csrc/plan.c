@@ -80,6 +80,7 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
+    L->deferred = 0;   /* i2r_pack_weights / i2r_predict set it */
     set_kernels(L, dtype, isa);
     L->npanels = L->depthwise ? 1 : (ocg + L->nr - 1) / L->nr;
     L->col_step = dw / g0;
