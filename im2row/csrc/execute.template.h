@@ -76,8 +76,8 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                 copied += FN(full_task)(w, g, &s, x, y, group, p0, p1, pa, pb, scratch,
                                         scratch + abytes / (int64_t)sizeof(T),
                                         scratch + (abytes + cbytes) / (int64_t)sizeof(T),
-                                        scratch + (s.thread_bytes - s.bbytes) /
-                                                  (int64_t)sizeof(T));
+                                        s.bbytes ? scratch + (s.thread_bytes - s.bbytes) /
+                                                             (int64_t)sizeof(T) : NULL);
             }
         }
         store_fence();   /* before the barrier: the results are read after it */

@@ -93,7 +93,7 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
 }
 
 /* Rows [p0, p1) of the batch's pixels, output channels of weight panels [pa, pb) (all of
- * them on NCHW). bbuf: deferred weights' packed K block (L->deferred), else unused. */
+ * them on NCHW). bbuf: deferred weights' packed K block (L->deferred), else NULL. */
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
                              int64_t pa, int64_t pb, T *buf, T *cbuf, T *slab, T *bbuf)
@@ -121,8 +121,6 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     /* deferred: the group's HWIO rows, packed by the GEMM */
     const T *bpack = L->deferred ? (const T *)w->hwio + group * L->ocg
                                  : FN(rotation_panels)(w, group, 0);
-    if (!L->deferred)
-        bbuf = NULL;
     /* NHWC: straight into the output (rows of consecutive images are consecutive); NCHW:
      * into cbuf, then transposed into each image's planes */
     const int64_t OCG = L->ocg, opix = g->oh * g->ow;
