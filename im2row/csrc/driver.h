@@ -170,9 +170,12 @@ typedef struct {
     int64_t bbytes;              /* L->deferred: a K block of the panels, packed by the
                                     GEMM (the last part of the thread's scratch) */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
-    int64_t plane_cols;          /* plane: padded input columns the outputs read */
+    int ring;                    /* I2R_STRIP, depthwise, NHWC: a ring of padded input rows */
+    int64_t ring_rows;           /* ring: rows it holds, those one output row reads */
+    int64_t plane_cols;          /* plane, ring: padded input columns the outputs read */
     int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
-    int64_t plane_row;           /* plane: values of a row, sw phases */
+    int64_t plane_row;           /* plane: values of a row, sw phases; ring: of a row of all
+                                    channels */
     int split_oc;                /* parts split the output channels (weight panels), not
                                     the work: I2R_STRIP on NCHW (not the columns);
                                     I2R_FULL/BLOCKED on NHWC with one row block in all (not
@@ -255,6 +258,39 @@ static inline int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
 static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
 {
     return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
+}
+
+/* Ring: whether output rows [r0, r1) read padded input row p (some oh*sh + a*dh, a < KH). */
+static inline int ring_reads(const i2r_geom *g, int64_t r0, int64_t r1, int64_t p)
+{
+    for (int64_t a = 0; a < g->kh; a++) {
+        const int64_t q = p - a * g->dh;
+        if (q >= r0 * g->sh && q < r1 * g->sh && q % g->sh == 0)
+            return 1;
+        if (q < r0 * g->sh)
+            break;
+    }
+    return 0;
+}
+
+/* Ring: the input rows (not padding) that output rows [r0, r1) read: ring_task fills each
+ * once (a row leaves the ring only after the last output row that reads it). */
+static inline int64_t ring_input_rows(const i2r_geom *g, int64_t r0, int64_t r1)
+{
+    int64_t count = 0;
+    const int64_t first = max64(r0 * g->sh, g->pt);
+    const int64_t end = min64((r1 - 1) * g->sh + (g->kh - 1) * g->dh + 1, g->pt + g->h);
+    for (int64_t p = first; p < end; p++)
+        count += ring_reads(g, r0, r1, p);
+    return count;
+}
+
+/* Ring: output rows of task part b of an image (bands of consecutive rows). */
+static inline void ring_band(const schedule *s, const i2r_geom *g, int64_t b, int64_t *r0,
+                             int64_t *r1)
+{
+    *r0 = b * g->oh / s->parts;
+    *r1 = (b + 1) * g->oh / s->parts;
 }
 
 /* The work split of a weight gradient (grad_weight.template.h): groups x parts tasks, part b

@@ -9,6 +9,8 @@
  * tap(s*seg_taps + i) = s*seg_stride + i*channels (one strip row, or KH rows dh apart).
  * w is the packed (taps, channels) weight block of the rotation in use; bias may be NULL.
  * DWR pixels share each weight load (DWR*DWV accumulators); rows past m alias row m-1. */
+/* ... and DWROWNAME, DWROW_R (output pixels of a row tile) and DWROW_NV (vectors of channels
+ * of a row tile): see the row kernel below. */
 void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_stride,
             const T *a, size_t lda, const T *w, const T *bias, T *out, size_t ldo, int relu)
 {
@@ -150,8 +152,150 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
 #undef DW_TAP_COLUMNS
 #undef DW_STORE
 
+/* One output row of an NHWC depthwise convolution (DWROWNAME):
+ *   out[j*channels + c] = bias[c] + sum_{a<kh, b<kw} w[(a*kw + b)*channels + c]
+ *                                       * rows[a][(j*sw + b*dw)*channels + c]
+ * for j < ow, c < channels: rows[a] is the padded input row that kernel row a reads (zeros
+ * in the padding), w the (kh, kw, channels) weights, bias NULL or [channels].
+ * A tile is R consecutive pixels by NV vectors of channels. With 3 or 5 taps a row, stride
+ * 1 or 2 and no dilation (compile-time KWC, SWC) the tile loads each input vector once per
+ * kernel row and multiplies it by every tap that reads it: (R-1)*SW + KW loads for R*KW FMAs,
+ * instead of one load each. Either way each output sums its taps in (a, b) order, as every
+ * other method does. A last partial tile of pixels is shifted left onto computed ones (same
+ * results rewritten), so that every tile is whole; rows narrower than R get tiles of R/2. */
+#define DWROW_LOAD(p) (masked ? V_LOAD_N(p, n) : V_LOAD(p))
+#define DWROW_KW_MAX 5
+#define DWROW_CAT_(a, b) a##_##b
+#define DWROW_CAT(a, b) DWROW_CAT_(a, b)
+#define DWROW_TILE DWROW_CAT(DWROWNAME, tile)
+#define DWROW_PIXELS DWROW_CAT(DWROWNAME, pixels)
+static inline __attribute__((always_inline)) void DWROW_TILE(
+    const int R, const int NV, const int KWC, const int SWC, const int masked, int n,
+    size_t kh, size_t kw, size_t sw, size_t dw, const T *const *rows, size_t x0, size_t C,
+    const T *w, const T *bias, T *o, int relu)
+{
+    V acc[DWROW_R][DWROW_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = bias ? DWROW_LOAD(bias + v * VN) : V_ZERO();
+    for (size_t a = 0; a < kh; a++) {
+        const T *in = rows[a] + x0;
+        if (KWC) {
+            const T *wa = w + a * KWC * C;
+            V wv[DWROW_KW_MAX][DWROW_NV];
+#pragma GCC unroll 8
+            for (int b = 0; b < KWC; b++)
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    wv[b][v] = DWROW_LOAD(wa + b * C + v * VN);
+#pragma GCC unroll 32
+            for (int u = 0; u < (R - 1) * SWC + KWC; u++)   /* input column u of the tile */
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) {
+                    const V xv = DWROW_LOAD(in + u * C + v * VN);
+#pragma GCC unroll 16
+                    for (int i = 0; i < R; i++) {   /* pixel i reads it as tap u - i*SW */
+                        const int b = u - i * SWC;
+                        if (b >= 0 && b < KWC)
+                            acc[i][v] = V_FMA(xv, wv[b][v], acc[i][v]);
+                    }
+                }
+        } else {
+            for (size_t b = 0; b < kw; b++) {
+                const T *wt = w + (a * kw + b) * C;
+                const T *tap = in + b * dw * C;
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) {
+                    const V wv = DWROW_LOAD(wt + v * VN);
+#pragma GCC unroll 16
+                    for (int i = 0; i < R; i++)
+                        acc[i][v] = V_FMA(DWROW_LOAD(tap + i * sw * C + v * VN), wv, acc[i][v]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            V r = relu ? V_MAX(acc[i][v], V_ZERO()) : acc[i][v];
+            if (masked)
+                V_STORE_N(o + i * C + v * VN, r, n);
+            else
+                V_STORE(o + i * C + v * VN, r);
+        }
+}
+
+/* Every pixel of the row for channels [c0, c0 + NV*VN) (the last vector n lanes if masked). */
+static inline __attribute__((always_inline)) void DWROW_PIXELS(
+    const int KWC, const int SWC, const int NV, const int masked, int n, size_t c0, size_t ow,
+    size_t C, size_t kh, size_t kw, size_t sw, size_t dw, const T *const *rows, const T *w,
+    const T *bias, T *out, int relu)
+{
+    const T *bc = bias ? bias + c0 : NULL;
+#define DWROW_TILES(R)                                                                        \
+    for (size_t j = 0;; j += (R)) {                                                           \
+        if (j + (R) > ow)                                                                     \
+            j = ow - (R);                                                                     \
+        DWROW_TILE((R), NV, KWC, SWC, masked, n, kh, kw, sw, dw, rows, j * sw * C + c0, C,    \
+                   w + c0, bc, out + j * C + c0, relu);                                       \
+        if (j + (R) == ow)                                                                    \
+            break;                                                                            \
+    }
+    if (ow >= DWROW_R) {
+        DWROW_TILES(DWROW_R)
+    } else if (ow >= DWROW_R / 2 && DWROW_R / 2 > 1) {   /* small maps (7 wide) */
+        DWROW_TILES(DWROW_R / 2)
+    } else {
+        DWROW_TILES(1)
+    }
+#undef DWROW_TILES
+}
+
+/* The channel blocks of a row: tiles of DWROW_NV vectors, then of one, then the masked rest. */
+#define DWROW_CHANNELS(KWC, SWC)                                                              \
+    do {                                                                                      \
+        size_t c0 = 0;                                                                        \
+        for (; c0 + DWROW_NV * VN <= channels; c0 += DWROW_NV * VN)                           \
+            DWROW_PIXELS(KWC, SWC, DWROW_NV, 0, VN, c0, ow, channels, kh, kw, sw, dw, rows, w,  \
+                         bias, out, relu);                                                    \
+        for (; c0 + VN <= channels; c0 += VN)                                                 \
+            DWROW_PIXELS(KWC, SWC, 1, 0, VN, c0, ow, channels, kh, kw, sw, dw, rows, w, bias,  \
+                         out, relu);                                                          \
+        if (c0 < channels)                                                                    \
+            DWROW_PIXELS(KWC, SWC, 1, 1, (int)(channels - c0), c0, ow, channels, kh, kw, sw,  \
+                         dw, rows, w, bias, out, relu);                                       \
+    } while (0)
+
+void DWROWNAME(size_t ow, size_t channels, size_t kh, size_t kw, size_t sw, size_t dw,
+               const T *const *rows, const T *w, const T *bias, T *out, int relu)
+{
+    if (dw == 1 && kw == 3 && sw == 1)
+        DWROW_CHANNELS(3, 1);
+    else if (dw == 1 && kw == 3 && sw == 2)
+        DWROW_CHANNELS(3, 2);
+    else if (dw == 1 && kw == 5 && sw == 1)
+        DWROW_CHANNELS(5, 1);
+    else if (dw == 1 && kw == 5 && sw == 2)
+        DWROW_CHANNELS(5, 2);
+    else
+        DWROW_CHANNELS(0, 0);
+}
+#undef DWROW_CHANNELS
+#undef DWROW_PIXELS
+#undef DWROW_TILE
+#undef DWROW_CAT
+#undef DWROW_CAT_
+#undef DWROW_KW_MAX
+#undef DWROW_LOAD
+
 #undef DWNAME
 #undef DWPLANENAME
+#undef DWROWNAME
+#undef DWROW_R
+#undef DWROW_NV
 #undef DWV
 #undef DWR
 #undef T

@@ -10,6 +10,14 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
             scratch[i] = (T)NAN;
     if (s->plane) {   /* zero the plane: the rows and columns that hold no input stay so */
         memset(scratch, 0, (size_t)(s->strip_rows * s->plane_row) * sizeof(T));
+    } else if (s->ring) {   /* each ring row's padding columns */
+        const int64_t C = L->cg, left = min64(g->pl, s->plane_cols);
+        const int64_t right = left + plane_input_cols(g, s);
+        for (int64_t r = 0; r < s->ring_rows; r++) {
+            T *row = scratch + r * s->plane_row;
+            memset(row, 0, (size_t)(left * C) * sizeof(T));
+            memset(row + right * C, 0, (size_t)((s->plane_cols - right) * C) * sizeof(T));
+        }
     } else if (method == I2R_STRIP) {   /* each stacked image's padding rows */
         int64_t row = L->kw * L->cg, in_rows = strip_input_rows(g, s->strip_rows);
         int64_t top = min64(g->pt, s->strip_rows);
@@ -55,6 +63,11 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                                          b * L->cg / s.parts, (b + 1) * L->cg / s.parts,
                                          scratch, scratch + round_up64(s.strip_rows *
                                          s.plane_row * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
+            } else if (s.ring) {
+                int64_t n = task / s.parts, r0, r1;
+                ring_band(&s, g, b, &r0, &r1);
+                copied += FN(ring_task)(w, g, &s, x + n * x_image, y + n * y_image, r0, r1,
+                                        scratch);
             } else if (method == I2R_STRIP) {
                 int64_t unit = task / s.parts, group = unit % L->groups;
                 int64_t n0 = unit / L->groups * s.stack, p0, p1, pa, pb;

@@ -42,6 +42,13 @@ enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (D
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 
+/* One output row of an NHWC depthwise convolution from its kernel rows' padded input rows
+ * (dwconv_ukernel.template.h). */
+#define DWROW_ARGS(T) size_t ow, size_t channels, size_t kh, size_t kw, size_t sw, size_t dw, \
+    const T *const *rows, const T *w, const T *bias, T *out, int relu
+typedef void (*dwrow_f32_fn)(DWROW_ARGS(float));
+typedef void (*dwrow_f64_fn)(DWROW_ARGS(double));
+
 /* Winograd tile transforms of F(2x2, 3x3) and F(4x4, 3x3) (winograd_ukernel.template.h). */
 #define WINO_IN_ARGS(T) int tile, size_t n, const T *const *px, T *restrict v, size_t vstride
 #define WINO_OUT_ARGS(T) int tile, size_t n, const T *mm, size_t mstride, const T *bias, \
@@ -67,6 +74,7 @@ typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
         gemm_##SFX##_fn gemm;                                                               \
         dwconv_##SFX##_fn dwconv;                                                           \
         dwplane_##SFX##_fn dwplane;                                                         \
+        dwrow_##SFX##_fn dwrow;                                                             \
         transpose_##SFX##_fn transpose;                                                     \
         wino_in_##SFX##_fn wino_in;                                                         \
         wino_out_##SFX##_fn wino_out;                                                       \
@@ -97,6 +105,9 @@ DWCONV_DECLARE(dwconv_f32_generic, float);
 DWCONV_DECLARE(dwconv_f64_generic, double);
 DWPLANE_DECLARE(dwplane_f32_generic, float);
 DWPLANE_DECLARE(dwplane_f64_generic, double);
+#define DWROW_DECLARE(name, T) void name(DWROW_ARGS(T))
+DWROW_DECLARE(dwrow_f32_generic, float);
+DWROW_DECLARE(dwrow_f64_generic, double);
 GEMM_DECLARE(gemm_f64_4x8_generic, double);
 #if defined(__x86_64__) && defined(__GNUC__)
 #define I2R_X86 1
@@ -109,6 +120,10 @@ DWPLANE_DECLARE(dwplane_f32_avx2, float);
 DWPLANE_DECLARE(dwplane_f64_avx2, double);
 DWPLANE_DECLARE(dwplane_f32_avx512, float);
 DWPLANE_DECLARE(dwplane_f64_avx512, double);
+DWROW_DECLARE(dwrow_f32_avx2, float);
+DWROW_DECLARE(dwrow_f64_avx2, double);
+DWROW_DECLARE(dwrow_f32_avx512, float);
+DWROW_DECLARE(dwrow_f64_avx512, double);
 TRANSPOSE_DECLARE(transpose_f32_8x8_avx2, float);
 TRANSPOSE_DECLARE(transpose_f64_4x4_avx2, double);
 DWCONV_DECLARE(dwconv_f64_avx2, double);

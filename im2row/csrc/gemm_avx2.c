@@ -50,6 +50,9 @@ static inline __m256i lane_mask_64(int n)
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_avx2
 #define DWPLANENAME dwplane_f32_avx2
+#define DWROWNAME dwrow_f32_avx2
+#define DWROW_R 6
+#define DWROW_NV 1
 #define DWV 2
 #define DWR 4
 #include "dwconv_ukernel.template.h"
@@ -82,6 +85,9 @@ static inline __m256i lane_mask_64(int n)
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_avx2
 #define DWPLANENAME dwplane_f64_avx2
+#define DWROWNAME dwrow_f64_avx2
+#define DWROW_R 6
+#define DWROW_NV 1
 #define DWV 2
 #define DWR 4
 #include "dwconv_ukernel.template.h"

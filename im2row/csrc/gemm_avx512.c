@@ -45,6 +45,9 @@
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_avx512
 #define DWPLANENAME dwplane_f32_avx512
+#define DWROWNAME dwrow_f32_avx512
+#define DWROW_R 8
+#define DWROW_NV 2
 #define DWV 4
 #define DWR 4
 #include "dwconv_ukernel.template.h"
@@ -77,6 +80,9 @@
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_avx512
 #define DWPLANENAME dwplane_f64_avx512
+#define DWROWNAME dwrow_f64_avx512
+#define DWROW_R 8
+#define DWROW_NV 2
 #define DWV 4
 #define DWR 4
 #include "dwconv_ukernel.template.h"

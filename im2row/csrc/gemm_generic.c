@@ -27,6 +27,9 @@
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f32_generic
 #define DWPLANENAME dwplane_f32_generic
+#define DWROWNAME dwrow_f32_generic
+#define DWROW_R 4
+#define DWROW_NV 4
 #define DWV 8
 #define DWR 4
 #include "dwconv_ukernel.template.h"
@@ -56,6 +59,9 @@
 #include "winograd_ukernel.template.h"
 #define DWNAME dwconv_f64_generic
 #define DWPLANENAME dwplane_f64_generic
+#define DWROWNAME dwrow_f64_generic
+#define DWROW_R 4
+#define DWROW_NV 4
 #define DWV 8
 #define DWR 4
 #include "dwconv_ukernel.template.h"
