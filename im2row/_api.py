@@ -12,7 +12,7 @@ import numpy as np
 from . import _backend
 from ._args import (WINOGRAD_METHODS, check_array, check_bias, check_conv_args, check_flag,
                     check_layout, check_method, check_num_threads, check_out, check_same_dtype,
-                    check_winograd_geometry, make_spec, parse_pair, parse_padding, _int)
+                    check_winograd_geometry, make_spec, parse_pair, parse_padding, _exact, _int)
 from ._numpy_conv import (conv_im2col, conv_numpy, im2col_bytes, lower_im2col, lower_im2row,
                           numpy_chunk)
 
@@ -26,6 +26,12 @@ ACTIVATIONS = (None, "relu")
 # tuning_candidates), so what is stored changes speeds, never a result.
 _WISDOM = {}
 TUNE_MARGIN = 1.05   # another method replaces the planner's choice only when this much faster
+# conv2d calls that passed every check, by their exact arguments (see one_shot_key): what the
+# checks decided (the plan's settings, spec, method, packing), so that the next such call
+# skips them (~15 us, a lot next to a small convolution). Only shapes, dtypes and exact
+# int/str/bool arguments are keys; the arrays are read anew by every call.
+_ONE_SHOTS = {}
+_ONE_SHOTS_MAX = 256
 
 
 class Conv2d:
@@ -146,10 +152,42 @@ class Conv2d:
             if chosen in WINOGRAD_TILES:
                 self._winograd_for(WINOGRAD_TILES[chosen], nthreads, op)
             elif chosen in COMPILED_METHODS:
-                rotations, rows_only, deferred = _backend.native.pack_flags(
+                self._pack_flags = _backend.native.pack_flags(
                     geometry, chosen, _backend.isa(), spec.dtype.itemsize == 8)
+                rotations, rows_only, deferred = self._pack_flags
                 self._packed = self._pack(rotations, rows_only, _backend.isa(), nthreads, op,
                                           deferred)
+        return self
+
+    # what _one_call sets that depends on the arguments' values only (no arrays, no state)
+    _SETTINGS = ("padding", "groups", "layout", "method", "activation", "allow_winograd",
+                 "_one_shot", "dtype", "in_channels", "out_channels", "kernel_size", "stride",
+                 "dilation", "tune")
+
+    def _one_shot_entry(self, x_shape, nthreads):
+        """What a later conv2d call with the same exact arguments may reuse (see _ONE_SHOTS),
+        or None where it runs no packed compiled kernel."""
+        prepared = self._prepared.get((x_shape, nthreads))
+        if self._packed is None or prepared is None or prepared[1] not in COMPILED_METHODS:
+            return None
+        return ({k: self.__dict__[k] for k in self._SETTINGS}, prepared, self._pack_flags)
+
+    @classmethod
+    def _from_entry(cls, entry, x_shape, weight, bias, nthreads, op):
+        """_one_call from a stored entry: the same plan without the checks, or None if a tuning
+        plan has since stored another method for this geometry (the entry is then stale)."""
+        settings, (spec, method, geometry), pack = entry
+        if settings["method"] == "auto" and _WISDOM.get(
+                wisdom_key(spec, geometry, nthreads), method) != method:
+            return None
+        self = cls.__new__(cls)
+        self.__dict__.update(settings)
+        self.weight = np.ascontiguousarray(weight)
+        self.bias = None if bias is None else np.ascontiguousarray(bias)
+        self._winograd, self._tuned, self._lock = {}, set(), threading.Lock()
+        self._prepared = {(x_shape, nthreads): (spec, method, geometry)}
+        self._pack_flags = pack
+        self._packed = self._pack(pack[0], pack[1], _backend.isa(), nthreads, op, pack[2])
         return self
 
     def _pack(self, rotations, rows_only, isa, nthreads, op, deferred=False):
@@ -255,14 +293,12 @@ class Conv2d:
             conv_im2col(x4, self.weight, self.bias, spec, out4)
         elif method in WINOGRAD_TILES:
             ws, copied, threads = self._winograd_for(WINOGRAD_TILES[method], nthreads, op).run(
-                np.require(x4, requirements=("C", "A")), out4, geometry, nthreads,
-                _backend.debug_strip)
+                _kernel_input(x4), out4, geometry, nthreads, _backend.debug_strip)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         else:
             ws, copied, threads = self._packed_for(method).run(
-                np.require(x4, requirements=("C", "A")), out4, geometry, method, nthreads,
-                _backend.debug_strip)
+                _kernel_input(x4), out4, geometry, method, nthreads, _backend.debug_strip)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         if self.activation == "relu":
@@ -283,7 +319,7 @@ class Conv2d:
         candidates = (tuning_candidates(spec, geometry, method)
                       if x.size and self.method == "auto" else ())
         if len(candidates) > 1:
-            x4 = np.require(x if spec.batched else x[None], requirements=("C", "A"))
+            x4 = _kernel_input(x if spec.batched else x[None])
             out4 = empty_aligned((spec.n,) + spec.out_shape[-3:], spec.dtype)
             times = {}
             for m in candidates:
@@ -381,6 +417,13 @@ def kernel_prediction(spec, geometry, method, nthreads):
                                    method == "i2r", True)
 
 
+def _kernel_input(x):
+    """x as the kernels read it: C-contiguous with aligned elements (x itself when it is: the
+    common case, checked without np.require's few microseconds)."""
+    flags = x.flags
+    return x if flags.c_contiguous and flags.aligned else np.array(x, order="C", copy=True)
+
+
 def empty_aligned(shape, dtype, alignment=64):
     """np.empty, but on a cache-line boundary (NumPy gives 16 bytes): the kernels stream large
     results past the caches with full-vector stores, which need it."""
@@ -456,12 +499,40 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
            [42., 46., 50.]], dtype=float32)
     """
     op = "conv2d"
-    check_method(method, op)
-    check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op)
     nthreads = check_num_threads(num_threads, op) or _backend.cpu_count()
-    plan = Conv2d._one_call(x, weight, bias, stride, padding, dilation, groups, layout, method,
-                            nthreads, op, allow_winograd)
+    key = one_shot_key(x, weight, bias, stride, padding, dilation, groups, layout, method,
+                       allow_winograd, nthreads)
+    entry = _ONE_SHOTS.get(key) if key is not None else None
+    plan = entry and Conv2d._from_entry(entry, x.shape, weight, bias, nthreads, op)
+    if plan is None:
+        check_method(method, op)
+        check_conv_args(x, weight, bias, stride, padding, dilation, groups, layout, op)
+        plan = Conv2d._one_call(x, weight, bias, stride, padding, dilation, groups, layout,
+                                method, nthreads, op, allow_winograd)
+        entry = key is not None and plan._one_shot_entry(x.shape, nthreads)
+        if entry:
+            if len(_ONE_SHOTS) >= _ONE_SHOTS_MAX:
+                _ONE_SHOTS.clear()
+            _ONE_SHOTS[key] = entry
     return plan._run(x, out, num_threads, op, (("weight", weight), ("bias", bias)))[0]
+
+
+def one_shot_key(x, weight, bias, stride, padding, dilation, groups, layout, method,
+                 allow_winograd, nthreads):
+    """The key of a conv2d call in _ONE_SHOTS, or None if it is not memoised: plain ndarrays
+    (no subclasses), exact int/str arguments (as make_spec's memo), a bool flag; the kernel
+    level, which tests may switch, is part of it."""
+    if (type(x) is not np.ndarray or type(weight) is not np.ndarray or
+            (bias is not None and type(bias) is not np.ndarray) or
+            type(allow_winograd) is not bool or _backend.native is None):
+        return None
+    key = (_exact(stride), _exact(padding), _exact(dilation), _exact(groups), _exact(layout),
+           _exact(method))
+    if None in key:
+        return None
+    return key + (x.shape, x.dtype, weight.shape, weight.dtype,
+                  None if bias is None else (bias.shape, bias.dtype), allow_winograd,
+                  nthreads, _backend.isa())
 
 
 def workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,

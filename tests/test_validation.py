@@ -481,6 +481,67 @@ def test_memoised_geometry_keeps_its_type_checks(bad):
         make_spec(X.shape, W.shape, F32, **{**args, **bad}, layout="NCHW", op="conv2d")
 
 
+def test_memoised_one_shot_call_keeps_every_check():
+    """A valid conv2d call's checks are memoised by its exact arguments (_api._ONE_SHOTS):
+    the next call with the same shapes and arguments skips them, but reads its own arrays
+    (new weight values, bias, out), and a call that differs in any checked respect (a float
+    stride, another bias dtype, an ndarray subclass, out overlapping the input, a wrong
+    out shape) still gets its error."""
+    from im2row import _api
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 6, 6, 16)).astype(F32)
+    w = rng.standard_normal((3, 3, 16, 24)).astype(F32)
+    b = rng.standard_normal(24).astype(F32)
+    kw = dict(padding=1, layout="NHWC", num_threads=1)
+    _api._ONE_SHOTS.clear()
+    first = im2row.conv2d(x, w, b, **kw)
+    assert len(_api._ONE_SHOTS) == 1
+    for scale in (2.0, -1.0):   # the weights are read anew: no stale packing
+        again = im2row.conv2d(x, w * scale, b * scale, **kw)
+        np.testing.assert_allclose(again, first * scale, rtol=1e-5, atol=1e-5)
+    out = np.full(first.shape, np.nan, F32)
+    assert im2row.conv2d(x, w, b, out=out, **kw) is out and np.array_equal(out, first)
+    assert len(_api._ONE_SHOTS) == 1
+    with pytest.raises(TypeError, match="conv2d: stride"):
+        im2row.conv2d(x, w, b, stride=1.0, **kw)
+    with pytest.raises(TypeError, match="conv2d: bias must have the same dtype"):
+        im2row.conv2d(x, w, b.astype(F64), **kw)
+    with pytest.raises(ValueError, match="conv2d: expected out of shape"):
+        im2row.conv2d(x, w, b, out=np.empty((1, 6, 6, 23), F32), **kw)
+    shared = np.zeros((1, 6, 6, 24), F32)   # x a view of out: same shapes as the memo's
+    with pytest.raises(ValueError, match="conv2d: out must not share memory with x"):
+        im2row.conv2d(shared[..., :16], w, b, out=shared, **kw)
+    masked = np.ma.masked_array(x)   # a subclass: not memoised, checked as before
+    assert _api.one_shot_key(masked, w, b, 1, 1, 1, 1, "NHWC", "auto", False, 1) is None
+    with pytest.raises(TypeError, match="conv2d: allow_winograd"):
+        im2row.conv2d(x, w, b, allow_winograd=1, **kw)
+
+
+def test_memoised_one_shot_call_follows_later_tuning(monkeypatch):
+    """An "auto" call memoised before a tuning plan stored another method for its geometry
+    runs the stored method afterwards (the memo entry is stale and is rebuilt)."""
+    from im2row import _api
+    if _backend.native is None:
+        pytest.skip("compiled extension not available")
+    x = np.ones((1, 9, 11, 32), F32)
+    w = np.ones((3, 3, 32, 17), F32)
+    kw = dict(padding=1, layout="NHWC", num_threads=1)
+    plan = im2row.Conv2d(w, padding=1, layout="NHWC")
+    rule = plan.measure(x, num_threads=1)[1]["method"]
+    other = "blocked" if rule == "i2r" else "i2r"
+    _api._ONE_SHOTS.clear()
+    im2row.conv2d(x, w, **kw)
+    monkeypatch.setattr(_api, "_WISDOM", {})
+    spec = _api.make_spec(x.shape, w.shape, np.dtype(F32), 1, 1, 1, 1, "NHWC", "test")
+    _api._WISDOM[_api.wisdom_key(spec, _api.spec_geometry(spec), 1)] = other
+    seen = []
+    real = _api.Conv2d._run
+    monkeypatch.setattr(_api.Conv2d, "_run", lambda self, *a: seen.append(
+        self._prepared) or real(self, *a))
+    im2row.conv2d(x, w, **kw)
+    assert [m for (_, m, _) in seen[0].values()] == [other]
+
+
 @_table(PLAN_ERRORS)
 def test_conv2d_plan_errors(call, exc, match):
     with pytest.raises(exc, match=match):
