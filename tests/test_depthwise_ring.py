@@ -1,6 +1,8 @@
-"""Depthwise convolution on NHWC through the ring of padded input rows ("i2r", and what "auto"
-runs for every NHWC depthwise layer): the (KH-1)*dh + 1 rows one output row reads, each input
-row copied in once, and the dwrow microkernel, whose tiles of R pixels (8 on AVX-512, 6 on
+"""Depthwise convolution through the ring of padded input rows ("i2r", and what "auto" runs
+for every depthwise layer on NHWC, and on NCHW where the stride is above 1 or the kernel has 25+
+taps and an image's input fits half the L2: its rows are transposed in and out; other NCHW
+layers run on channel planes): the (KH-1)*dh + 1 rows one output row reads, each input row
+copied in once, and the dwrow microkernel, whose tiles of R pixels (8 on AVX-512, 6 on
 AVX2, 4 portable; R/2 on narrower rows, single pixels below that) reuse every input vector for
 all the taps that read it when the kernel is 3 or 5 wide, stride 1 or 2, undilated, and load
 per tap otherwise.
@@ -55,52 +57,61 @@ def _data(case, dtype, seed=0):
     return x, wt, b, kwargs
 
 
-def _nhwc(x, wt):
+def _in_layout(x, wt, layout):
+    if layout == "NCHW":
+        return x, wt
     return (np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
             np.ascontiguousarray(wt.transpose(2, 3, 1, 0)))
 
 
+def _to_layout(y, layout):
+    return y if layout == "NCHW" else np.moveaxis(y, 1, -1)
+
+
 @needs_compiled
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_ring_matches_reference_and_lowered_bits(case, dtype, isa):
+def test_ring_matches_reference_and_lowered_bits(case, dtype, layout, isa):
     x, wt, b, kw = _data(case, dtype)
-    xh, wh = _nhwc(x, wt)
-    x_before = xh.copy()
-    ref = np.moveaxis(conv2d_reference(x, wt, b, **kw), 1, -1)
-    lowered = im2row.conv2d(xh, wh, b, layout="NHWC", method="im2row", num_threads=1, **kw)
-    plan = im2row.Conv2d(wh, b, layout="NHWC", method="i2r", **kw)
-    auto = im2row.Conv2d(wh, b, layout="NHWC", **kw)
-    assert auto.measure(xh, num_threads=1)[1]["method"] == "i2r"
+    xl, wl = _in_layout(x, wt, layout)
+    x_before = xl.copy()
+    ref = _to_layout(conv2d_reference(x, wt, b, **kw), layout)
+    lowered = im2row.conv2d(xl, wl, b, layout=layout, method="im2row", num_threads=1, **kw)
+    plan = im2row.Conv2d(wl, b, layout=layout, method="i2r", **kw)
+    auto = im2row.Conv2d(wl, b, layout=layout, **kw)
+    assert auto.measure(xl, num_threads=1)[1]["method"] == "i2r"
     for threads in (1, 2, 3):
-        y = plan(xh, num_threads=threads)
+        y = plan(xl, num_threads=threads)
         np.testing.assert_allclose(y, ref, rtol=0, atol=tolerance(dtype, wt[0].size))
         assert np.array_equal(y, lowered), threads
-        one_shot = im2row.conv2d(xh, wh, b, layout="NHWC", num_threads=threads, **kw)
+        one_shot = im2row.conv2d(xl, wl, b, layout=layout, num_threads=threads, **kw)
         assert np.array_equal(one_shot, lowered), threads
-    relu = im2row.Conv2d(wh, b, layout="NHWC", method="i2r", activation="relu", **kw)
-    assert np.array_equal(relu(xh, num_threads=2), np.maximum(lowered, 0))
-    no_bias = im2row.conv2d(xh, wh, layout="NHWC", method="i2r", num_threads=1, **kw)
-    np.testing.assert_allclose(no_bias, ref - b, rtol=0, atol=2 * tolerance(dtype, wt[0].size))
-    assert np.array_equal(xh, x_before)
+    relu = im2row.Conv2d(wl, b, layout=layout, method="i2r", activation="relu", **kw)
+    assert np.array_equal(relu(xl, num_threads=2), np.maximum(lowered, 0))
+    no_bias = im2row.conv2d(xl, wl, layout=layout, method="i2r", num_threads=1, **kw)
+    np.testing.assert_allclose(no_bias, ref - _to_layout(b[None, :, None, None], layout),
+                               rtol=0, atol=2 * tolerance(dtype, wt[0].size))
+    assert np.array_equal(xl, x_before)
 
 
 @needs_compiled
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype):
+def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype, layout):
     """Scratch NaN-filled (a ring row read before it was written, or a padding column not
     zeroed, would show), into a NaN-filled output: every value written, the same bits as
     clean scratch, and the workspace and values copied are those the planner predicts (each
     input row a band reads copied once)."""
     x, wt, b, kw = _data(case, dtype, seed=1)
-    xh, wh = _nhwc(x, wt)
+    xh, wh = _in_layout(x, wt, layout)
     spec = make_spec(xh.shape, wh.shape, np.dtype(dtype), kw["stride"], kw["padding"],
-                     kw["dilation"], kw["groups"], "NHWC", "test")
+                     kw["dilation"], kw["groups"], layout, "test")
     geometry = spec_geometry(spec)
     native = _backend.native
-    packed = native.PackedWeights(wh, "NHWC", spec.groups, b, spec.stride, spec.dilation,
+    packed = native.PackedWeights(wh, layout, spec.groups, b, spec.stride, spec.dilation,
                                   True, False, _backend.isa(), False, 1, False)
     results = []
     for debug_nan in (True, False):
@@ -114,9 +125,10 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype):
     assert np.array_equal(results[0], results[1])
     # the input rows each band of output rows reads, once per band (TASKS_PER_THREAD = 2
     # bands per thread, shared among the images)
-    n, h, w, c = xh.shape
+    n, c, h, w = x.shape
     want = 2 * threads if threads > 1 else 1
-    parts = max(1, min(-(-want // n) if want > n else 1, spec.oh))
+    parts = max(1, min(-(-want // n) if want > n else 1, spec.oh))   # (the test inputs all
+    # fit half of any L2: NCHW takes the ring where the stride or the taps ask for it)
     (sh, sw), (dh, dw), pt, pl = spec.stride, spec.dilation, spec.padding[0], spec.padding[2]
     cols = max(0, min(pl + w, (spec.ow - 1) * sw + (spec.kw - 1) * dw + 1) - pl)
     rows = 0
@@ -124,6 +136,9 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype):
         r0, r1 = band * spec.oh // parts, (band + 1) * spec.oh // parts
         read = {oh * sh + a * dh - pt for oh in range(r0, r1) for a in range(spec.kh)}
         rows += len([r for r in read if 0 <= r < h])
+    ring = layout == "NHWC" or sh > 1 or sw > 1 or spec.kh * spec.kw >= 25
+    if not ring:   # NCHW channel planes: each image's input rows the outputs read, once
+        rows = max(0, min(pt + h, (spec.oh - 1) * sh + (spec.kh - 1) * dh + 1) - pt)
     assert copied == n * rows * cols * c
 
 
@@ -132,7 +147,7 @@ def test_depthwise_packs_one_copy_of_its_weights():
     """Neither the ring nor the NCHW planes rotate strip slots: a depthwise plan keeps one
     (KH, KW, C) copy whatever the method, and "i2r" needs no repacking."""
     x, wt, b, kw = _data(CASES[3], np.float32)
-    xh, wh = _nhwc(x, wt)
+    xh, wh = _in_layout(x, wt, "NHWC")
     spec = make_spec(xh.shape, wh.shape, np.dtype(np.float32), kw["stride"], kw["padding"],
                      kw["dilation"], kw["groups"], "NHWC", "test")
     native = _backend.native

@@ -140,6 +140,19 @@ int64_t deferred_panels(const i2r_layout *L)
     return max64(1, min64(L->npanels, l2_cache_bytes() / 2 / panel));
 }
 
+/* Depthwise I2R_STRIP: a ring of rows (below) for NHWC; for NCHW, whose rows it transposes
+ * in and out, where the channel planes would be split by stride phases or convolved with 25+
+ * taps and one image's input stays in half the L2 (its C planes are read a row of each at a
+ * time); else channel planes. Measured (1 thread, N=1 / N=8, ms, plane -> ring): 3x3 s2 576
+ * ch at 14x14 0.23 -> 0.13 / 1.53 -> 0.89, 5x5 1152 ch at 7x7 0.37 -> 0.24 / 2.05 -> 1.53,
+ * 3x3 s2 192 ch at 28x28 0.18 -> 0.12 / 1.07 -> 0.91; planes ahead on 3x3 s1 (576 at 14x14:
+ * 0.18 against 0.26) and large maps (3x3 s2 96 ch at 112x112: 0.65 against 0.79). */
+static int depthwise_ring(const i2r_geom *g, int64_t ts)
+{
+    return g->nhwc || ((g->sh > 1 || g->sw > 1 || g->kh * g->kw >= 25) &&
+                       MUL4(g->c, g->h, g->w, ts) <= l2_cache_bytes() / 2);
+}
+
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                           i2r_method method, int nthreads)
 {
@@ -149,7 +162,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
      * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
      * threads may still be spinning) holds back only a small task. */
     int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
-    if (method == I2R_STRIP && L->depthwise && !g->nhwc) {
+    if (method == I2R_STRIP && L->depthwise && !depthwise_ring(g, ts)) {
         /* Depthwise on NCHW: a channel's padded plane is small and its outputs are a direct
          * 2-D convolution of it, vectorised along the output rows; a strip of one channel
          * would feed a one-wide GEMM. Tasks are blocks of channels. */
@@ -163,7 +176,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->thread_bytes = add_sat(round_up64(MUL3(s->strip_rows, s->plane_row, ts)),
                                   round_up64(MUL3(g->kh, g->kw, ts)));
     } else if (method == I2R_STRIP && L->depthwise) {
-        /* Depthwise on NHWC: the reusable buffer turned by 90 degrees, a ring of the padded
+        /* Depthwise: the reusable buffer turned by 90 degrees, a ring of the padded
          * input rows one output row reads (all columns and channels of each). The next output
          * row writes only its sh new input rows, into the slots of the rows that left; the
          * input is read and the output written in memory order, row by row, where a strip
@@ -178,6 +191,8 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         /* the ring, then the padded row each slot holds and the KH rows an output reads */
         s->thread_bytes = add_sat(round_up64(MUL3(s->ring_rows, s->plane_row, ts)),
                                   round_up64(mul_sat(add_sat(s->ring_rows, g->kh), 8)));
+        if (!g->nhwc)   /* NCHW: an output row of all channels before its transpose */
+            s->thread_bytes = add_sat(s->thread_bytes, round_up64(MUL3(g->ow, L->cg, ts)));
     } else if (method == I2R_STRIP) {
         /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
          * image, so that one column GEMM covers the column of every image in the stack. A
@@ -499,12 +514,11 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
     int depthwise = g->groups > 1 && g->c == g->groups && g->oc == g->groups;
     if (is_pointwise(g))
         return I2R_BLOCKED;
-    /* Depthwise: the strip on every map size. I2R_BLOCKED lowers a depthwise layer as the whole
-     * im2row matrix (no GEMM blocks to lower into), KH*KW times the input. Measured, 1 thread:
-     * 5x5 1152 ch at 7x7 N=8 NHWC 6.4 -> 0.59 ms, NCHW 6.8 -> 1.7 ms; 3x3 384 ch at 14x14 N=8
-     * NHWC 0.75 -> 0.29 ms. NCHW with stride > 1 keeps the rule below (its planes, split by
-     * column phase: 3x3 s2 576 ch at 14x14 N=8 0.74 ms against the strip's 0.84). */
-    if (depthwise && (g->nhwc || (g->sh == 1 && g->sw == 1)))
+    /* Depthwise: I2R_STRIP (a ring of rows or channel planes, make_schedule) on every map
+     * size. I2R_BLOCKED lowers a depthwise layer as the whole im2row matrix (no GEMM blocks
+     * to lower into), KH*KW times the input. Measured, 1 thread, N=8: 5x5 1152 ch at 7x7 NHWC
+     * 6.4 -> 0.59 ms, NCHW 11.7 -> 1.5 ms; 3x3 s2 576 ch at 14x14 NCHW 1.86 -> 0.89 ms. */
+    if (depthwise)
         return I2R_STRIP;
     if (!g->nhwc && !depthwise && writes_stream(g, g->kh * g->kw * (g->c / g->groups), ts))
         return I2R_BLOCKED;   /* NCHW bound by its stores: W*X writes whole output rows */
