@@ -51,13 +51,22 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
                 acc[i][v] = V_ZERO();
     }
 
-    /* The k loop, for a row-pointer expression ROW(i). */
+    /* The k loop, for a row-pointer expression ROW(i). The weight rows B_PREFETCH steps
+     * ahead are prefetched: the first row tile of a panel reads them from memory where the
+     * weights do not stay cached (deep layers on small maps), and the hardware prefetcher
+     * stops at every 4 KiB page. A/B, 1 thread, Xeon (Emerald Rapids): 512->512 3x3 at 7x7
+     * 0.87x the time, 2048->512 1x1 at 7x7 0.94x, the 3->64 7x7 stem 0.92x, GEMM-bound
+     * layers 0.97-1.0x. Past the end of B it prefetches the next panel (or nothing). */
+#define B_PREFETCH 24
 #define K_LOOP(ROW, STEP)                                                   \
     for (size_t k = 0; k < kc; k++) {                                       \
         V bv[NRV];                                                          \
         _Pragma("GCC unroll 4")                                             \
         for (int v = 0; v < NRV; v++)                                       \
             bv[v] = V_LOAD(b + k * NR_ + v * VN);                           \
+        _Pragma("GCC unroll 4")                                             \
+        for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)        \
+            __builtin_prefetch((const char *)(b + (k + B_PREFETCH) * NR_) + 64 * l, 0, 3); \
         _Pragma("GCC unroll 16")                                            \
         for (int i = 0; i < MR; i++) {                                      \
             V av = V_BCAST(ROW(i));                                         \
@@ -86,6 +95,7 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
 #undef ROW_TAIL
     }
 #undef K_LOOP
+#undef B_PREFETCH
 
     if (flags & GEMM_EPILOGUE) {
         if (bias && (flags & GEMM_ROW_BIAS)) {
