@@ -83,7 +83,7 @@ class Conv2d:
             self._winograd_for(WINOGRAD_TILES[method], 1, "Conv2d")
         elif method not in ("numpy", "im2col", "winograd") and _backend.native is not None:
             # "i2r" wants a copy of the weights per strip rotation where the kernel is packed
-            # that way (depthwise and few channels); "auto" packs those only when it first
+            # that way (fewer than 32 channels per group); "auto" packs those only when it first
             # runs "i2r"
             self._packed = self._pack(method == "i2r", False, _backend.isa(), 1, "Conv2d")
 
@@ -387,8 +387,8 @@ def tuning_candidates(spec, geometry, method):
     sum every output's products in the same order, so that any of them gives the same bits
     (tests/test_conv_grid.py::test_compiled_methods_sum_in_one_order). The C planner knows
     where: "i2r" and "blocked" on NHWC with enough channels per group (fewer pack the strip's
-    rotations apart; depthwise kernels have their own order; NCHW "blocked" is W*X, in the
-    OIHW order)."""
+    rotations apart; depthwise layers always run "i2r", whose ring of rows or channel planes
+    lowering cannot match; NCHW "blocked" is W*X, in the OIHW order)."""
     if method not in ("i2r", "blocked") or not _backend.native.one_sum_order(
             geometry, _backend.isa(), spec.dtype.itemsize == 8):
         return ()
