@@ -170,7 +170,8 @@ typedef struct {
     int64_t bbytes;              /* L->deferred: a K block of the panels, packed by the
                                     GEMM (the last part of the thread's scratch) */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
-    int ring;                    /* I2R_STRIP, depthwise, NHWC: a ring of padded input rows */
+    int ring;                    /* I2R_STRIP, depthwise (NHWC; NCHW where depthwise_ring
+                                    says): a ring of padded input rows */
     int64_t ring_rows;           /* ring: rows it holds, those one output row reads */
     int64_t plane_cols;          /* plane, ring: padded input columns the outputs read */
     int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */

@@ -152,7 +152,7 @@ void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t s
 #undef DW_TAP_COLUMNS
 #undef DW_STORE
 
-/* One output row of an NHWC depthwise convolution (DWROWNAME):
+/* One output row of a depthwise convolution, rows and output NHWC-ordered (DWROWNAME):
  *   out[j*channels + c] = bias[c] + sum_{a<kh, b<kw} w[(a*kw + b)*channels + c]
  *                                       * rows[a][(j*sw + b*dw)*channels + c]
  * for j < ow, c < channels: rows[a] is the padded input row that kernel row a reads (zeros
@@ -272,6 +272,8 @@ static inline __attribute__((always_inline)) void DWROW_PIXELS(
 void DWROWNAME(size_t ow, size_t channels, size_t kh, size_t kw, size_t sw, size_t dw,
                const T *const *rows, const T *w, const T *bias, T *out, int relu)
 {
+    if (ow == 0)   /* (the tiles would start at ow - R) */
+        return;
     if (dw == 1 && kw == 3 && sw == 1)
         DWROW_CHANNELS(3, 1);
     else if (dw == 1 && kw == 3 && sw == 2)

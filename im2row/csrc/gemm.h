@@ -42,8 +42,8 @@ enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (D
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 
-/* One output row of an NHWC depthwise convolution from its kernel rows' padded input rows
- * (dwconv_ukernel.template.h). */
+/* One output row of a depthwise convolution from its kernel rows' padded input rows, both
+ * NHWC-ordered (dwconv_ukernel.template.h). */
 #define DWROW_ARGS(T) size_t ow, size_t channels, size_t kh, size_t kw, size_t sw, size_t dw, \
     const T *const *rows, const T *w, const T *bias, T *out, int relu
 typedef void (*dwrow_f32_fn)(DWROW_ARGS(float));

@@ -101,22 +101,19 @@ static void FN(pack_task)(const i2r_layout *L, const T *w, const int64_t *ws,
 }
 
 /* Packed weights: [G][nrot][npanels][K][NR] panels (above); depthwise: one (KH*KW, C) block
- * per rotation, tap (kh, slot) holding w[c][kh][kw] for every channel c; bias padded to
- * whole panels. Panels are
+ * (nrot = 1), tap (kh, kw) holding w[c][kh][kw] for every channel c; bias padded to whole
+ * panels. Panels are
  * packed by up to nthreads threads when there is enough to share. */
 static i2r_status FN(pack_weights)(const i2r_layout *L, const T *w, const int64_t *ws,
                                    const T *bias, T *packed, T *packed_bias, int nthreads)
 {
     const int64_t NR = L->nr, KW = L->kw, CG = L->cg, OCG = L->ocg;
-    if (L->depthwise) {   /* C groups of one channel: channel c is group c */
+    if (L->depthwise) {   /* C groups of one channel: channel c is group c; no rotations */
         T *dst = packed;
-        for (int64_t ri = 0; ri < L->nrot; ri++)
-            for (int64_t kh = 0; kh < L->kh; kh++)
-                for (int64_t slot = 0; slot < KW; slot++, dst += CG) {
-                    int64_t kw = (slot - ri * L->rot_unit % KW + KW) % KW;
-                    for (int64_t c = 0; c < CG; c++)
-                        dst[c] = *W_AT(c, kh, kw, 0, 0);
-                }
+        for (int64_t kh = 0; kh < L->kh; kh++)
+            for (int64_t kw = 0; kw < KW; kw++, dst += CG)
+                for (int64_t c = 0; c < CG; c++)
+                    dst[c] = *W_AT(c, kh, kw, 0, 0);
         if (bias)
             memcpy(packed_bias, bias, (size_t)CG * sizeof(T));
         return I2R_OK;
