@@ -357,23 +357,58 @@ def test_compiled_streamed_results(case, method):
         check_close(res, ref, case, dtype, layout, method)
 
 
+def misaligned_out(shape, dtype, offset):
+    """A NaN-filled array `offset` bytes past a cache line, inside 64 sentinel bytes (255) on
+    either side; returns (out, raw bytes, start)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.full(nbytes + 128, 255, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + nbytes].view(dtype).reshape(shape)
+    out[...] = np.nan
+    return out, raw, start
+
+
 @pytest.mark.parametrize("offset", [16, 32, 48])
 @pytest.mark.parametrize("method", ["i2r", "blocked"])
 def test_streamed_results_into_misaligned_out(method, offset, isa):
-    """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): streamed
-    16 bytes at a time; the same bits as into an aligned result."""
+    """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): "blocked"
+    streams it 16 bytes at a time, "i2r" gathers columns and writes rows; the same bits as
+    into an aligned result."""
     case = STREAM_CASES[1]   # 64 channels: rows of whole 16-byte units
     for dtype in DTYPES:
         x, w, b, ref = data(case, dtype)
         aligned = conv(case, x, w, b, "NHWC", method, num_threads=2)
-        raw = np.full(aligned.nbytes + 128, 255, np.uint8)
-        start = (-raw.ctypes.data) % 64 + offset
-        out = raw[start:start + aligned.nbytes].view(dtype).reshape(aligned.shape)
-        out[...] = np.nan
+        out, raw, start = misaligned_out(aligned.shape, dtype, offset)
         res = conv(case, x, w, b, "NHWC", method, out=out, num_threads=2)
         assert res is out and out.ctypes.data % 64 == offset
         np.testing.assert_array_equal(res, aligned)
         assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
+
+
+# A 3-channel stem whose float32 result (17 MB) is over 8 L2 caches of 2 MiB: streamed on
+# every CPU seen. Its 301 columns are not a multiple of any gather width, and split unevenly
+# among 3 threads.
+GATHER_CASE = Case("gather-3-64-220x301", n=1, c=3, h=220, w=301, oc=64, padding=1)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("offset", [16, 48])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_gathered_output_rows(dtype, offset, threads, isa):
+    """An unaligned NHWC out= of the strip: jb columns gathered, then written as rows of
+    pixels (whole lines streamed, the partial first and last line of each row stored): the
+    same bits as the aligned result, whose columns go straight to the output, the reference
+    within tolerance, nothing written outside out."""
+    case = GATHER_CASE
+    x, w, b, ref = data(case, dtype)
+    aligned = conv(case, x, w, b, "NHWC", "i2r", num_threads=threads)
+    assert aligned.ctypes.data % 64 == 0
+    check_close(aligned, ref, case, dtype, "NHWC", "i2r")
+    out, raw, start = misaligned_out(aligned.shape, dtype, offset)
+    res = conv(case, x, w, b, "NHWC", "i2r", out=out, num_threads=threads)
+    assert res is out
+    np.testing.assert_array_equal(res, aligned)
+    assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
 
 
 ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]

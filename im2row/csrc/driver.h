@@ -39,6 +39,8 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        JB = 32,           /* output columns gathered before an NCHW output is transposed
                              (measured: 16 -> 32 took the NCHW stem from 1.47 to 1.20 ms)... */
        JB_MIN = 16,       /* ... fewer (not below JB_MIN) where JB columns pass JB_BYTES */
+       ROWS_JB_MIN = 4,   /* rows_out: at least this many columns gathered (1/8 of the
+                             lines of an output row partial, at most) */
        SB = 16,           /* NCHW input columns transposed at once for the strip fill */
        TASKS_PER_THREAD = 2, /* tasks per thread, taken dynamically (see make_schedule) */
        MIN_ROWS = 8,      /* I2R_FULL: a thread's chunk is at least MIN_ROWS register tiles */
@@ -157,7 +159,8 @@ typedef struct {
     int64_t stack_rows;          /* strip rows of a full stack */
     int64_t gemm_rows;           /* rows of a full stack's column GEMM (straddling rows
                                     included, their results dropped) */
-    int64_t jb;                  /* NCHW: output columns transposed together */
+    int64_t jb;                  /* NCHW: output columns transposed together; rows_out: output
+                                    columns gathered before their rows are written */
     int64_t thread_bytes;        /* scratch of one thread */
     int64_t threads;
     int direct;                  /* I2R_FULL on a 1x1, stride-1, unpadded NHWC input */
@@ -183,6 +186,8 @@ typedef struct {
                                     the rows) */
     int stream;                  /* NHWC results go straight to the output past the caches
                                     (it is too large to stay cached; see make_schedule) */
+    int rows_out;                /* I2R_STRIP, NHWC, streamed: jb columns' results gathered
+                                    and written as output rows (see make_schedule) */
 } schedule;
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -16,6 +16,8 @@
 #define IM2ROW_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include "i2r.h"
 
 enum { GEMM_ACCUMULATE = 1, GEMM_EPILOGUE = 2, GEMM_RELU = 4, GEMM_STREAM = 8,
@@ -66,6 +68,10 @@ typedef void (*transpose_f32_fn)(const float *src, size_t src_ld, float *dst, si
 typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
                                  size_t dst_ld);
 
+/* memcpy streaming the destination's whole 64-byte lines past the caches, storing its
+ * partial first and last lines plainly (stream_copy.template.h). */
+typedef void (*stream_copy_fn)(void *dst, const void *src, size_t bytes);
+
 /* The kernels of one ISA level for one dtype, chosen at run time (cpu_dispatch.c). */
 #define KERNEL_TABLE(T, SFX)                                                                \
     typedef struct {                                                                        \
@@ -76,6 +82,7 @@ typedef void (*transpose_f64_fn)(const double *src, size_t src_ld, double *dst,
         dwplane_##SFX##_fn dwplane;                                                         \
         dwrow_##SFX##_fn dwrow;                                                             \
         transpose_##SFX##_fn transpose;                                                     \
+        stream_copy_fn stream_copy;                                                         \
         wino_in_##SFX##_fn wino_in;                                                         \
         wino_out_##SFX##_fn wino_out;                                                       \
         wino_w_##SFX##_fn wino_w;                                                           \
@@ -89,6 +96,7 @@ KERNEL_TABLE(double, f64)
     void name(const T *src, size_t src_ld, T *dst, size_t dst_ld)
 TRANSPOSE_DECLARE(transpose_f32_8x8_generic, float);
 TRANSPOSE_DECLARE(transpose_f64_4x4_generic, double);
+void stream_copy_generic(void *dst, const void *src, size_t bytes);
 
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
@@ -126,6 +134,8 @@ DWROW_DECLARE(dwrow_f32_avx512, float);
 DWROW_DECLARE(dwrow_f64_avx512, double);
 TRANSPOSE_DECLARE(transpose_f32_8x8_avx2, float);
 TRANSPOSE_DECLARE(transpose_f64_4x4_avx2, double);
+void stream_copy_avx2(void *dst, const void *src, size_t bytes);
+void stream_copy_avx512(void *dst, const void *src, size_t bytes);
 DWCONV_DECLARE(dwconv_f64_avx2, double);
 DWCONV_DECLARE(dwconv_f32_avx512, float);
 DWCONV_DECLARE(dwconv_f64_avx512, double);

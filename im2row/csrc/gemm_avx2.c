@@ -126,6 +126,11 @@ void transpose_f64_4x4_avx2(const double *src, size_t src_ld, double *dst, size_
     _mm256_storeu_pd(dst + 2 * dst_ld, _mm256_permute2f128_pd(t0, t2, 0x31));
     _mm256_storeu_pd(dst + 3 * dst_ld, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
+#define SC_LINE(d, s)                                                                      \
+    (_mm256_stream_ps((float *)(d), _mm256_loadu_ps((const float *)(s))),                     \
+     _mm256_stream_ps((float *)((d) + 32), _mm256_loadu_ps((const float *)((s) + 32))))
+#define SC_NAME stream_copy_avx2
+#include "stream_copy.template.h"
 #ifdef __clang__
 #pragma clang attribute pop
 #endif

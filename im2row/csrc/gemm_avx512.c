@@ -86,6 +86,9 @@
 #define DWV 4
 #define DWR 4
 #include "dwconv_ukernel.template.h"
+#define SC_LINE(d, s) _mm512_stream_ps((float *)(d), _mm512_loadu_ps((const float *)(s)))
+#define SC_NAME stream_copy_avx512
+#include "stream_copy.template.h"
 #ifdef __clang__
 #pragma clang attribute pop
 #endif

@@ -81,3 +81,14 @@ void transpose_f64_4x4_generic(const double *src, size_t src_ld, double *dst, si
         for (size_t c = 0; c < 4; c++)
             dst[c * dst_ld + r] = src[r * src_ld + c];
 }
+
+#if defined(__x86_64__) || defined(_M_X64)   /* SSE2: on every x86-64 */
+#include <immintrin.h>
+#define SC_LINE(d, s)                                                                      \
+    for (int i_ = 0; i_ < 64; i_ += 16)                                                      \
+        _mm_stream_ps((float *)((d) + i_), _mm_loadu_ps((const float *)((s) + i_)))
+#else
+#define SC_LINE(d, s) memcpy(d, s, 64)
+#endif
+#define SC_NAME stream_copy_generic
+#include "stream_copy.template.h"

@@ -105,6 +105,9 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
         src[b] = one;
     }
     int64_t copied = 0, r, q, nbuf = 0, j0 = 0;
+    /* rows_out (make_schedule) only where the column's own stores would split lines: an
+     * output that is not 64-byte aligned, or pixels that are not whole lines */
+    const int rows_out = s->rows_out && ((uintptr_t)y | (uintptr_t)g->oc * sizeof(T)) % 64;
     position_to_chain(p0, g->ow, t, &r, &q);
     for (int64_t p = p0; p < p1; p++) {
         int64_t len = (g->ow - r + t - 1) / t, j = r + q * t;
@@ -119,24 +122,32 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                 (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
         const int64_t nruns = strip_runs(L, g, L->rotated_copies ? 0 : rot, runs);
-        if (g->nhwc && s->stack == 1) {   /* straight into the output column */
+        if (g->nhwc && s->stack == 1 && !rows_out) {   /* straight into the output column */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb,
                          s->stream ? GEMM_STREAM : 0, NULL);
-        } else if (g->nhwc) {   /* stacked: the valid rows of each image to its output */
+        } else if (g->nhwc && !rows_out) {   /* stacked: each image's valid rows out */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          cbuf, OCG, pa, pb, 0, NULL);
             for (int64_t b = 0; b < nimg; b++)
                 for (int64_t oh = 0; oh < g->oh; oh++)
                     memcpy(y + (n0 + b) * y_image + (oh * g->ow + j) * g->oc + group * OCG,
                            cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
-        } else {
+        } else {   /* NCHW or rows_out: gathered, row oh of column j at cbuf[oh][nbuf] */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          cbuf + nbuf * OCG, s->jb * OCG, pa, pb, 0, NULL);
             if (nbuf++ == 0)
                 j0 = j;
         }
         if (++q == len) { q = 0; r++; }
+        if (rows_out && (nbuf == s->jb || p + 1 == p1)) {
+            /* nbuf pixels of each output row from column j0 on (one group, col_step 1),
+             * their whole lines streamed */
+            for (int64_t oh = 0; oh < g->oh; oh++)
+                L->FN(k).stream_copy(y + n0 * y_image + (oh * g->ow + j0) * g->oc,
+                                     cbuf + oh * s->jb * OCG, (size_t)(nbuf * OCG) * sizeof(T));
+            nbuf = 0;
+        }
         /* flush NCHW columns when the buffer is full, at a chain's end or the task's end */
         if (!g->nhwc && (nbuf == s->jb || q == 0 || p + 1 == p1)) {
             /* columns j0, j0+t, ... of rows 0..OH-1 of each image: cbuf[row][jj][oc] ->
