@@ -368,13 +368,19 @@ def misaligned_out(shape, dtype, offset):
     return out, raw, start
 
 
+# 1x1: "im2row" and "blocked" run it as a GEMM on the input itself (no lowering); 17 MB
+POINTWISE_STREAM = Case("stream-1x1-n2", n=2, c=24, h=120, w=125, oc=144, kh=1, kw=1)
+
+
 @pytest.mark.parametrize("offset", [16, 32, 48])
-@pytest.mark.parametrize("method", ["i2r", "blocked"])
-def test_streamed_results_into_misaligned_out(method, offset, isa):
-    """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): "blocked"
-    streams it 16 bytes at a time, "i2r" gathers columns and writes rows; the same bits as
-    into an aligned result."""
-    case = STREAM_CASES[1]   # 64 channels: rows of whole 16-byte units
+@pytest.mark.parametrize("case", [STREAM_CASES[1], POINTWISE_STREAM], ids=lambda c: c.name)
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+def test_compiled_streamed_results_into_misaligned_out(method, case, offset, isa):
+    """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): row blocks
+    (lowered methods) or columns (the strip) gathered and written as runs of whole lines, the
+    partial first and last lines stored (the parts of a streamed line would each be a
+    read-modify-write); the same bits as into an aligned result, which is streamed straight
+    from the registers."""
     for dtype in DTYPES:
         x, w, b, ref = data(case, dtype)
         aligned = conv(case, x, w, b, "NHWC", method, num_threads=2)
@@ -394,7 +400,7 @@ GATHER_CASE = Case("gather-3-64-220x301", n=1, c=3, h=220, w=301, oc=64, padding
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("offset", [16, 48])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_gathered_output_rows(dtype, offset, threads, isa):
+def test_compiled_gathered_output_rows(dtype, offset, threads, isa):
     """An unaligned NHWC out= of the strip: jb columns gathered, then written as rows of
     pixels (whole lines streamed, the partial first and last line of each row stored): the
     same bits as the aligned result, whose columns go straight to the output, the reference

@@ -128,6 +128,22 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const int64_t ldc = g->nhwc ? g->oc : OCG;
     const k_run all = {0, 0, L->k};
     const int cflags = g->nhwc && s->stream ? GEMM_STREAM : 0;
+    if (s->rows_out && !bbuf && ((uintptr_t)c | (uintptr_t)ldc * sizeof(T)) % 64) {
+        /* unaligned (make_schedule): MB rows at a time into cbuf, then out as one run (one
+         * group, all panels: the rows are contiguous), whole lines streamed */
+        const int64_t MB = L->mr * MC_TILES;
+        for (int64_t m0 = 0; m0 < M; m0 += MB) {
+            const int64_t mb = min64(MB, M - m0);
+            if (lowp)
+                FN(gemm_blocked)(w, mb, NULL, 0, &all, 1, bpack, bias, cbuf, OCG, pa, pb, OCG,
+                                 0, g, lowp, p0 + m0, NULL);
+            else
+                FN(multiply)(w, mb, a + m0 * lda, lda, &all, 1, bpack, bias, cbuf, OCG, pa, pb,
+                             0, NULL);
+            L->FN(k).stream_copy(c + m0 * ldc, cbuf, (size_t)(mb * OCG) * sizeof(T));
+        }
+        return copied;
+    }
     if (lowp)
         FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, pa, pb, OCG, cflags, g,
                          lowp, p0, bbuf);
