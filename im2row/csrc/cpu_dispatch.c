@@ -21,8 +21,8 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
 {
     kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, dwconv_f32_generic, dwplane_f32_generic,
                      dwrow_f32_generic,
-                     transpose_f32_8x8_generic, stream_copy_generic, wino_in_f32_generic, wino_out_f32_generic,
-                     wino_w_f32_generic};
+                     transpose_f32_8x8_generic, stream_copy_generic, wino_in_f32_generic,
+                     wino_out_f32_generic, wino_w_f32_generic};
 #ifdef I2R_X86
     if (isa >= I2R_ISA_AVX2)   /* AVX instructions only: also right for the AVX-512 level */
         k.transpose = transpose_f32_8x8_avx2;
@@ -50,8 +50,8 @@ kernels_f64 select_kernels_f64(i2r_isa isa)
 {
     kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, dwconv_f64_generic, dwplane_f64_generic,
                      dwrow_f64_generic,
-                     transpose_f64_4x4_generic, stream_copy_generic, wino_in_f64_generic, wino_out_f64_generic,
-                     wino_w_f64_generic};
+                     transpose_f64_4x4_generic, stream_copy_generic, wino_in_f64_generic,
+                     wino_out_f64_generic, wino_w_f64_generic};
 #ifdef I2R_X86
     if (isa >= I2R_ISA_AVX2)
         k.transpose = transpose_f64_4x4_avx2;

@@ -186,8 +186,10 @@ typedef struct {
                                     the rows) */
     int stream;                  /* NHWC results go straight to the output past the caches
                                     (it is too large to stay cached; see make_schedule) */
-    int rows_out;                /* I2R_STRIP, NHWC, streamed: jb columns' results gathered
-                                    and written as output rows (see make_schedule) */
+    int rows_out;                /* NHWC, streamed, into an output whose lines the GEMM
+                                    would write in parts: the strip gathers jb columns and
+                                    writes output rows, the lowered methods blocks of rows
+                                    (cbytes; see make_schedule) */
 } schedule;
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -127,7 +127,9 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
     /* Streamed past the caches: whole vectors where the result is vector-aligned, else 16
      * bytes at a time (NumPy's own arrays, out= included, are 16-byte aligned; plain stores
      * would read every line of a result far larger than the caches first: measured, a 15 MB
-     * NHWC result 1.8 -> 1.2 ms) */
+     * NHWC result 1.8 -> 1.2 ms). A line written in parts by two calls still reaches memory
+     * as two read-modify-writes: where that is the rule (an unaligned output) the drivers
+     * gather the results and stream whole lines instead (schedule.rows_out). */
     const uintptr_t align = (uintptr_t)c | ldc * sizeof(T);
     if ((flags & GEMM_STREAM) && nr == NR_ && align % STREAM_ALIGN == 0) {
         const int whole = align % sizeof(V) == 0;
