@@ -17,17 +17,28 @@ i2r_isa i2r_cpu_isa(void)
     return I2R_ISA_GENERIC;
 }
 
+/* The cache-line streaming copy of an ISA level (the same for both dtypes). */
+static stream_copy_fn stream_copy_for(i2r_isa isa)
+{
+#ifdef I2R_X86
+    if (isa == I2R_ISA_AVX512)
+        return stream_copy_avx512;
+    if (isa == I2R_ISA_AVX2)
+        return stream_copy_avx2;
+#endif
+    (void)isa;
+    return stream_copy_generic;
+}
+
 kernels_f32 select_kernels_f32(i2r_isa isa)
 {
     kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, dwconv_f32_generic, dwplane_f32_generic,
                      dwrow_f32_generic,
-                     transpose_f32_8x8_generic, stream_copy_generic, wino_in_f32_generic,
+                     transpose_f32_8x8_generic, stream_copy_for(isa), wino_in_f32_generic,
                      wino_out_f32_generic, wino_w_f32_generic};
 #ifdef I2R_X86
     if (isa >= I2R_ISA_AVX2)   /* AVX instructions only: also right for the AVX-512 level */
         k.transpose = transpose_f32_8x8_avx2;
-    if (isa >= I2R_ISA_AVX2)
-        k.stream_copy = isa == I2R_ISA_AVX512 ? stream_copy_avx512 : stream_copy_avx2;
     if (isa == I2R_ISA_AVX512) {
         k.mr = 14; k.nr = 32;
         k.wino_in = wino_in_f32_avx512; k.wino_out = wino_out_f32_avx512;
@@ -50,13 +61,11 @@ kernels_f64 select_kernels_f64(i2r_isa isa)
 {
     kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, dwconv_f64_generic, dwplane_f64_generic,
                      dwrow_f64_generic,
-                     transpose_f64_4x4_generic, stream_copy_generic, wino_in_f64_generic,
+                     transpose_f64_4x4_generic, stream_copy_for(isa), wino_in_f64_generic,
                      wino_out_f64_generic, wino_w_f64_generic};
 #ifdef I2R_X86
     if (isa >= I2R_ISA_AVX2)
         k.transpose = transpose_f64_4x4_avx2;
-    if (isa >= I2R_ISA_AVX2)
-        k.stream_copy = isa == I2R_ISA_AVX512 ? stream_copy_avx512 : stream_copy_avx2;
     if (isa == I2R_ISA_AVX512) {
         k.mr = 14; k.nr = 16;
         k.wino_in = wino_in_f64_avx512; k.wino_out = wino_out_f64_avx512;

@@ -14,9 +14,10 @@
  * position q sit in slots rotated by rot = q*m mod KW (tap kw in slot (kw + rot) mod KW): a
  * step writes only the m new taps, into the slots of the m that left. The weights are packed
  * once per rotation (multiples of gcd(m, KW)) for kernels of fewer than RUN_MIN_CHANNELS
- * channels (depthwise ones never run on a strip: depthwise.template.h); wider kernels keep one copy and walk the rotated slots in tap
- * order as K runs (strip_runs in plan.c). Either way the strip is never shifted. When m >= KW
- * consecutive columns share nothing and every step refills all KW slots (rotation 0).
+ * channels (depthwise ones never run on a strip: depthwise.template.h); wider kernels keep
+ * one copy and walk the rotated slots in tap order as K runs (strip_runs in plan.c). Either
+ * way the strip is never shifted. When m >= KW consecutive columns share nothing and every
+ * step refills all KW slots (rotation 0).
  */
 
 /* The input columns of one image and group, as the strip fill reads them. NHWC: in place.
