@@ -396,7 +396,8 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, in
                  int64_t kw, int64_t cg, int64_t ocg, int64_t sw, int64_t dw, int rotations);
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
                    int nthreads);
-int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *runs);
+int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
+                   k_run *runs);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);

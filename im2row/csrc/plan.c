@@ -107,30 +107,43 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->nrot = L->rotated_copies ? kw / L->rot_unit : 1;
 }
 
-/* The K runs of a strip column GEMM whose taps sit in slots rotated by rot (tap kw in slot
- * (kw + rot) mod KW of strip rows of KW*Cg values; kernel row kh dh strip rows down), in tap
- * order (kh, kw, c): per kernel row, taps [0, KW - rot) from slot rot on, then taps
- * [KW - rot, KW) from slot 0. Runs that continue each other in A and in the weights are
- * merged (dh = 1, rot = 0: one run of K). Returns their count, at most 2*KH. */
-int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, k_run *runs)
+/* The K runs of the GEMM of strip column j, whose taps sit in slots rotated by rot (tap kw in
+ * slot (kw + rot) mod KW of strip rows of KW*Cg values; kernel row kh dh strip rows down).
+ * One weight copy: in tap order (kh, kw, c), per kernel row taps [0, KW - rot) from slot rot
+ * on, then taps [KW - rot, KW) from slot 0. A copy per rotation (L->rotated_copies): in slot
+ * order, the copy's rows in the same order. Taps that read the left or right padding are left
+ * out: their slots hold zeros for the whole column (dilated kernels on small maps: up to half
+ * the products). The sum keeps its order, less terms that add nothing. Runs that continue
+ * each other in A and in the weights are merged (no padding, dh = 1, rot = 0: one run of K).
+ * Returns their count, at most 2*KH. */
+int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
+                   k_run *runs)
 {
     const int64_t CG = L->cg, KW = L->kw, row = KW * CG;
+    /* taps [kw_lo, kw_hi) of column j read input columns */
+    const int64_t first = j * g->sw - g->pl;
+    int64_t kw_lo = first >= 0 ? 0 : cdiv(-first, g->dw);
+    int64_t kw_hi = first >= g->w ? 0 : min64(KW, cdiv(g->w - first, g->dw));
+    if (kw_lo >= kw_hi || L->depthwise) {
+        /* only padding: keep every tap, so the column is still written; depthwise products
+         * (dwconv_rows) need runs of equal length */
+        kw_lo = 0;
+        kw_hi = KW;
+    }
     int64_t n = 0;
-    for (int64_t kh = 0; kh < L->kh; kh++) {
-        const int64_t a = kh * g->dh * row, b = kh * row;
-        const k_run parts[2] = {{a + rot * CG, b, (KW - rot) * CG},
-                                {a, b + (KW - rot) * CG, rot * CG}};
-        for (int i = 0; i < 2; i++) {
-            k_run r = parts[i];
-            if (r.len == 0)
+    for (int64_t kh = 0; kh < L->kh; kh++)
+        for (int64_t i = 0; i < KW; i++) {   /* i: weight position within the kernel row */
+            const int64_t tap = L->rotated_copies ? (i - rot % KW + KW) % KW : i;
+            const int64_t slot = L->rotated_copies ? i : (i + rot) % KW;
+            if (tap < kw_lo || tap >= kw_hi)
                 continue;
+            const k_run r = {kh * g->dh * row + slot * CG, kh * row + i * CG, CG};
             if (n && runs[n - 1].a + runs[n - 1].len == r.a &&
                 runs[n - 1].b + runs[n - 1].len == r.b)
                 runs[n - 1].len += r.len;
             else
                 runs[n++] = r;
         }
-    }
     return n;
 }
 

@@ -122,7 +122,7 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                 strip + b * s->block_rows * row, s->strip_rows,
                                                 (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
-        const int64_t nruns = strip_runs(L, g, L->rotated_copies ? 0 : rot, runs);
+        const int64_t nruns = strip_runs(L, g, rot, j, runs);
         if (g->nhwc && s->stack == 1 && !rows_out) {   /* straight into the output column */
             FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
                          y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb,
