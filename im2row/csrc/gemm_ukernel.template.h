@@ -9,6 +9,8 @@
  * 28 FMAs). Include dwconv_ukernel.template.h right after it: it reuses the macros.
  */
 #define NR_ (NRV * VN)
+#define TAIL_SHORT ((MR + 2) / 3)        /* row counts of the partial-tile loops */
+#define TAIL_MID ((2 * MR + 2) / 3)
 #ifdef V_STREAM16
 #define STREAM_ALIGN 16
 #else   /* streams only vector-aligned results */
@@ -58,7 +60,7 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
      * 0.87x the time, 2048->512 1x1 at 7x7 0.94x, the 3->64 7x7 stem 0.92x, GEMM-bound
      * layers 0.97-1.0x. Past the end of B it prefetches the next panel (or nothing). */
 #define B_PREFETCH 24
-#define K_LOOP(ROW, STEP)                                                   \
+#define K_LOOP(ROWS, ROW, STEP)                                             \
     for (size_t k = 0; k < kc; k++) {                                       \
         V bv[NRV];                                                          \
         _Pragma("GCC unroll 4")                                             \
@@ -68,7 +70,7 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
         for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)        \
             __builtin_prefetch((const char *)(b + (k + B_PREFETCH) * NR_) + 64 * l, 0, 3); \
         _Pragma("GCC unroll 16")                                            \
-        for (int i = 0; i < MR; i++) {                                      \
+        for (int i = 0; i < (ROWS); i++) {                                  \
             V av = V_BCAST(ROW(i));                                         \
             _Pragma("GCC unroll 4")                                         \
             for (int v = 0; v < NRV; v++)                                   \
@@ -86,12 +88,21 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
             base[j] = a + (size_t)(3 * j) * lda;
 #define ROW_FULL(i) (base[(i) / 3] + ((i) % 3) * lda)
 #define STEP_FULL _Pragma("GCC unroll 8") for (int j = 0; j < (MR + 2) / 3; j++) base[j]++
-        K_LOOP(ROW_FULL, STEP_FULL)
+        K_LOOP(MR, ROW_FULL, STEP_FULL)
 #undef ROW_FULL
 #undef STEP_FULL
     } else {
+        /* A tile of fewer rows (the last of M, a band of rows): the FMAs of the first
+         * TAIL_SHORT, TAIL_MID or MR rows, the fewest that cover mr (a 1-row tail of a
+         * 13x13 map no longer costs 14); the rows past them are neither computed nor
+         * stored. */
 #define ROW_TAIL(i) (ap[i] + k)
-        K_LOOP(ROW_TAIL, (void)0)
+        if (mr <= TAIL_SHORT)
+            K_LOOP(TAIL_SHORT, ROW_TAIL, (void)0)
+        else if (mr <= TAIL_MID)
+            K_LOOP(TAIL_MID, ROW_TAIL, (void)0)
+        else
+            K_LOOP(MR, ROW_TAIL, (void)0)
 #undef ROW_TAIL
     }
 #undef K_LOOP
@@ -137,6 +148,8 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
         for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
             for (int v = 0; v < NRV; v++) {
+                if ((size_t)i >= mr)
+                    continue;
                 if (whole)
                     V_STREAM(cp[i] + v * VN, acc[i][v]);
                 else
@@ -148,6 +161,8 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NRV; v++) {
+            if ((size_t)i >= mr)   /* rows past mr: not computed */
+                continue;
             if (lanes[v] == VN)
                 V_STORE(cp[i] + v * VN, acc[i][v]);
             else if (lanes[v])
@@ -156,5 +171,7 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
 }
 
 #undef NR_
+#undef TAIL_SHORT
+#undef TAIL_MID
 #undef STREAM_ALIGN
 /* the vector macros stay defined for dwconv_ukernel.template.h, which undefines them */
