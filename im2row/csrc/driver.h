@@ -137,6 +137,13 @@ static inline int64_t rotation_size(const i2r_layout *L)
 /* Scratch is 64-byte aligned and rounded up to whole cache lines. */
 static inline int64_t round_up64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
 
+/* A 1x1, stride-1, unpadded convolution: a GEMM on the input's pixels, no lowering. */
+static inline int is_pointwise(const i2r_geom *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+           g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+}
+
 
 /* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
 static inline int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)

@@ -1,5 +1,6 @@
 /* I2R_FULL and I2R_BLOCKED: the traditional im2row matrix, whole per task or lowered one
- * block at a time inside the GEMM; and I2R_BLOCKED on NCHW as W * im2col panels (wx_task).
+ * block at a time inside the GEMM; and I2R_BLOCKED on NCHW, where blocked_as_wx says so
+ * (plan.c), as W * im2col panels (wx_task).
  * Included by conv.c per dtype (T and SFX defined; see driver.h). */
 /* a[i*lda + k - k0] = im2row(p0 + i, k) for i < mc, k0 <= k < k0 + kc: one block of the
  * batch's im2row matrix (rows: pixels of the batch; columns: (kh, kw, c)). */
@@ -178,7 +179,10 @@ static void FN(lower_panels)(const i2r_geom *g, const T *x_img, int64_t ncg, int
         T *panel = panels + (b - b0) * K * WD;
         const int64_t first = b * WD, cnt = min64(WD, npix - first);
         int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
-        for (int64_t i = 0; i < cnt;) {   /* one run per output row the panel touches */
+        if (is_pointwise(g))   /* the panel's pixels are consecutive in every channel plane */
+            for (int64_t c = 0; c < CG; c++)
+                FN(copy_channels)(panel + c * WD, x_img + c * plane + q, cnt);
+        for (int64_t i = is_pointwise(g) ? cnt : 0; i < cnt;) {   /* one run per output row the panel touches */
             const int64_t run = min64(cnt - i, g->ow - ow);
             for (int64_t kw = 0; kw < KW; kw++) {
                 /* outputs [lo, hi) of the run read inside the input row, from column iw0 */

@@ -37,11 +37,20 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
            MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
 }
 
-/* A 1x1, stride-1, unpadded convolution: a GEMM on the input's pixels, no lowering. */
-static int is_pointwise(const i2r_geom *g)
+/* I2R_BLOCKED on NCHW (not depthwise) as W * im2col (wx_task): for pointwise layers (the
+ * panels are runs of each channel plane), where the output's stores bound the layer (W*X
+ * writes whole output rows) or where the output channels per group fill a quarter of a
+ * weight panel or less (the lowered GEMM would fill few of its NR columns). Elsewhere the
+ * NHWC lowering from a transposed copy of the input (blocked_source) is faster: its panels
+ * are lowered once per K block, W*X copies one short run per (channel, tap, output row).
+ * Measured (Zen 4, 1 thread, N=1, ms, W*X -> lowered): 3x3 256 ch at 14x14 3.07 -> 2.32,
+ * 512 ch at 7x7 3.37 -> 2.42 (NHWC: 2.28, 2.44); 1x7 128 ch at 17x17 0.134 -> 0.129. */
+static int blocked_as_wx(int64_t nr, int64_t ts, const i2r_geom *g)
 {
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
-           g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+    const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups;
+    if (g->nhwc || (g->groups > 1 && cg == 1 && ocg == 1))
+        return 0;
+    return is_pointwise(g) || writes_stream(g, g->kh * g->kw * cg, ts) || ocg <= nr / 4;
 }
 
 /* The layout's kernel table (of its dtype only) and register tile. */
@@ -271,7 +280,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         }
         int pointwise = is_pointwise(g);
         s->direct = pointwise && g->nhwc;
-        s->wx = method == I2R_BLOCKED && !g->nhwc && !L->depthwise;
+        s->wx = method == I2R_BLOCKED && blocked_as_wx(L->nr, ts, g);
         s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise && !s->wx;
         if (s->wx) {             /* im2col panels, as many as half the L2 holds */
             const int64_t panel = MUL3(L->k, L->nr, ts);
@@ -528,7 +537,8 @@ int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_ge
     if (method == I2R_STRIP)
         return I2R_PACK_ROTATIONS;
     if (!g->nhwc)
-        return method == I2R_BLOCKED && !depthwise ? I2R_PACK_ROWS_ONLY : 0;
+        return method == I2R_BLOCKED && blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
+            ? I2R_PACK_ROWS_ONLY : 0;
     return !depthwise && g->n * g->oh * g->ow <= mr * MC_TILES * DEFERRED_ROW_BLOCKS
         ? I2R_PACK_DEFERRED : 0;
 }
@@ -561,13 +571,11 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
      * 6.4 -> 0.59 ms, NCHW 11.7 -> 1.5 ms; 3x3 s2 576 ch at 14x14 NCHW 1.86 -> 0.89 ms. */
     if (depthwise)
         return I2R_STRIP;
-    if (!g->nhwc && !depthwise && writes_stream(g, g->kh * g->kw * (g->c / g->groups), ts))
-        return I2R_BLOCKED;   /* NCHW bound by its stores: W*X writes whole output rows */
-    /* NCHW with few output channels per group (a quarter of a weight panel or less: the
-     * strip's GEMM would fill few of the NR columns): W*X, whose rows are the channels and
-     * whose NR columns are pixels. Measured (N=8, 1 thread): 64->3 2x2 at 32x32 2.0 -> 1.4 ms,
-     * 64->3 7x7 at 224x224 809 -> 615 ms. */
-    if (!g->nhwc && !depthwise && g->oc / g->groups <= nr / 4)
+    /* NCHW bound by its stores, or with few output channels per group (the strip's GEMM
+     * would fill few of the NR columns): W*X, whose rows are the channels and whose NR
+     * columns are pixels. Measured (N=8, 1 thread): 64->3 2x2 at 32x32 2.0 -> 1.4 ms, 64->3
+     * 7x7 at 224x224 809 -> 615 ms. */
+    if (blocked_as_wx(nr, ts, g))
         return I2R_BLOCKED;
     return g->oh >= STRIP_MIN_ROWS && tile_fill(g->oh, g->oh, mr) >= STRIP_MIN_TILE_FILL
         ? I2R_STRIP : I2R_BLOCKED;
