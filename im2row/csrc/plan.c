@@ -37,20 +37,26 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
            MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
 }
 
-/* I2R_BLOCKED on NCHW (not depthwise) as W * im2col (wx_task): for pointwise layers (the
- * panels are runs of each channel plane), where the output's stores bound the layer (W*X
- * writes whole output rows) or where the output channels per group fill a quarter of a
- * weight panel or less (the lowered GEMM would fill few of its NR columns). Elsewhere the
- * NHWC lowering from a transposed copy of the input (blocked_source) is faster: its panels
- * are lowered once per K block, W*X copies one short run per (channel, tap, output row).
- * Measured (Zen 4, 1 thread, N=1, ms, W*X -> lowered): 3x3 256 ch at 14x14 3.07 -> 2.32,
- * 512 ch at 7x7 3.37 -> 2.42 (NHWC: 2.28, 2.44); 1x7 128 ch at 17x17 0.134 -> 0.129. */
+/* I2R_BLOCKED on NCHW (not depthwise) as W * im2col (wx_task), which reads the OIHW
+ * weights in place: for pointwise layers (the panels are runs of each channel plane), for
+ * output channels per group that fill a quarter of a weight panel or less (the lowered GEMM
+ * would fill few of its NR columns) and for few products per output (K at most
+ * STREAM_MAX_K_BYTES: bound by its stores, and W*X writes whole output rows; the lowered
+ * form took 2.5-4x as long on the 1-3 channel stems). Elsewhere the NHWC lowering from a
+ * transposed copy of the input (blocked_source) is faster: its A blocks are lowered once per
+ * K block, where W*X copies one short run per (channel, tap, output row). The two sum in different orders,
+ * so the rule sees the layer's weights only: a batch, or a dask chunk of an image, gets the
+ * bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms, W*X -> lowered): 3x3 256
+ * ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28); 512 at 7x7 plan 3.37 -> 2.42, N=8 27 -> 22;
+ * 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off conv2d on few pixels now packs the panels:
+ * 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1. */
 static int blocked_as_wx(int64_t nr, int64_t ts, const i2r_geom *g)
 {
     const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups;
     if (g->nhwc || (g->groups > 1 && cg == 1 && ocg == 1))
         return 0;
-    return is_pointwise(g) || writes_stream(g, g->kh * g->kw * cg, ts) || ocg <= nr / 4;
+    return is_pointwise(g) || ocg <= nr / 4 ||
+           mul_sat(g->kh * g->kw * cg, ts) <= STREAM_MAX_K_BYTES;
 }
 
 /* The layout's kernel table (of its dtype only) and register tile. */
@@ -537,7 +543,8 @@ int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_ge
     if (method == I2R_STRIP)
         return I2R_PACK_ROTATIONS;
     if (!g->nhwc)
-        return method == I2R_BLOCKED && blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
+        return method == I2R_BLOCKED && !depthwise &&
+               blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
             ? I2R_PACK_ROWS_ONLY : 0;
     return !depthwise && g->n * g->oh * g->ow <= mr * MC_TILES * DEFERRED_ROW_BLOCKS
         ? I2R_PACK_DEFERRED : 0;
@@ -571,11 +578,13 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
      * 6.4 -> 0.59 ms, NCHW 11.7 -> 1.5 ms; 3x3 s2 576 ch at 14x14 NCHW 1.86 -> 0.89 ms. */
     if (depthwise)
         return I2R_STRIP;
-    /* NCHW bound by its stores, or with few output channels per group (the strip's GEMM
-     * would fill few of the NR columns): W*X, whose rows are the channels and whose NR
-     * columns are pixels. Measured (N=8, 1 thread): 64->3 2x2 at 32x32 2.0 -> 1.4 ms, 64->3
-     * 7x7 at 224x224 809 -> 615 ms. */
-    if (blocked_as_wx(nr, ts, g))
+    if (!g->nhwc && !depthwise && writes_stream(g, g->kh * g->kw * (g->c / g->groups), ts))
+        return I2R_BLOCKED;   /* NCHW bound by its stores: W*X writes whole output rows */
+    /* NCHW with few output channels per group (a quarter of a weight panel or less: the
+     * strip's GEMM would fill few of the NR columns): W*X, whose rows are the channels and
+     * whose NR columns are pixels. Measured (N=8, 1 thread): 64->3 2x2 at 32x32 2.0 -> 1.4 ms,
+     * 64->3 7x7 at 224x224 809 -> 615 ms. */
+    if (!g->nhwc && !depthwise && g->oc / g->groups <= nr / 4)
         return I2R_BLOCKED;
     return g->oh >= STRIP_MIN_ROWS && tile_fill(g->oh, g->oh, mr) >= STRIP_MIN_TILE_FILL
         ? I2R_STRIP : I2R_BLOCKED;
