@@ -144,7 +144,6 @@ static inline int is_pointwise(const i2r_geom *g)
            g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
 }
 
-
 /* Padded input rows [pt, min(pt + H, strip_rows)) hold input; the others are padding. */
 static inline int64_t strip_input_rows(const i2r_geom *g, int64_t strip_rows)
 {

@@ -179,10 +179,12 @@ static void FN(lower_panels)(const i2r_geom *g, const T *x_img, int64_t ncg, int
         T *panel = panels + (b - b0) * K * WD;
         const int64_t first = b * WD, cnt = min64(WD, npix - first);
         int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
-        if (is_pointwise(g))   /* the panel's pixels are consecutive in every channel plane */
+        /* pointwise: the panel's pixels are consecutive in every channel plane; else one
+         * run per output row the panel touches */
+        if (is_pointwise(g))
             for (int64_t c = 0; c < CG; c++)
                 FN(copy_channels)(panel + c * WD, x_img + c * plane + q, cnt);
-        for (int64_t i = is_pointwise(g) ? cnt : 0; i < cnt;) {   /* one run per output row the panel touches */
+        for (int64_t i = is_pointwise(g) ? cnt : 0; i < cnt;) {
             const int64_t run = min64(cnt - i, g->ow - ow);
             for (int64_t kw = 0; kw < KW; kw++) {
                 /* outputs [lo, hi) of the run read inside the input row, from column iw0 */

@@ -44,9 +44,9 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
  * STREAM_MAX_K_BYTES: bound by its stores, and W*X writes whole output rows; the lowered
  * form took 2.5-4x as long on the 1-3 channel stems). Elsewhere the NHWC lowering from a
  * transposed copy of the input (blocked_source) is faster: its A blocks are lowered once per
- * K block, where W*X copies one short run per (channel, tap, output row). The two sum in different orders,
- * so the rule sees the layer's weights only: a batch, or a dask chunk of an image, gets the
- * bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms, W*X -> lowered): 3x3 256
+ * K block, where W*X copies one short run per (channel, tap, output row). The two sum in
+ * different orders, so the rule sees the layer only: a batch, or a dask chunk of an image,
+ * gets the bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms, W*X -> lowered): 3x3 256
  * ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28); 512 at 7x7 plan 3.37 -> 2.42, N=8 27 -> 22;
  * 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off conv2d on few pixels now packs the panels:
  * 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1. */
@@ -543,8 +543,7 @@ int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_ge
     if (method == I2R_STRIP)
         return I2R_PACK_ROTATIONS;
     if (!g->nhwc)
-        return method == I2R_BLOCKED && !depthwise &&
-               blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
+        return method == I2R_BLOCKED && blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
             ? I2R_PACK_ROWS_ONLY : 0;
     return !depthwise && g->n * g->oh * g->ow <= mr * MC_TILES * DEFERRED_ROW_BLOCKS
         ? I2R_PACK_DEFERRED : 0;
