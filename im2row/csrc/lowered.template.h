@@ -46,6 +46,14 @@ static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src,
     }
 }
 
+/* Input rows [*h0, *h1) that output pixels [pix0, pix1) of one image read. */
+static void FN(rows_read)(const i2r_geom *g, int64_t pix0, int64_t pix1, int64_t *h0,
+                          int64_t *h1)
+{
+    *h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
+    *h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
+}
+
 /* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
  * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
  * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels. */
@@ -60,8 +68,8 @@ static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T
         if (g->nhwc) {
             FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
         } else {
-            int64_t h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
-            int64_t h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
+            int64_t h0, h1;
+            FN(rows_read)(g, pix0, pix1, &h0, &h1);
             for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
                 FN(transpose)(L, x_img + c0 * plane + h * g->w, CG, g->w, plane,
                               slab + (h - h0) * g->w * CG, CG, 1);
@@ -73,7 +81,8 @@ static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T
 }
 
 /* I2R_BLOCKED, one group, rows [p0, p1) of the batch: the lowering source. NHWC: the input
- * itself; NCHW: the task's images transposed into `slab` (images x H x W x Cg) first. */
+ * itself; NCHW: the input rows the task's pixels read, transposed into `slab` (images x H x
+ * W x Cg, in place there; the rows no pixel reads are left unwritten) first. */
 static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, const T *x,
                                        int64_t group, int64_t p0, int64_t p1, T *slab, T *abuf)
 {
@@ -86,10 +95,14 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
     low.img = plane * CG;
     low.hs = g->w * CG;
     low.ws = CG;
-    for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++)
-        for (int64_t h = 0; h < g->h; h++)   /* (Cg x W) -> (W x Cg) per input row */
+    for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++) {
+        int64_t h0, h1;
+        FN(rows_read)(g, max64(p0, n * opix) - n * opix, min64(p1, (n + 1) * opix) - n * opix,
+                      &h0, &h1);
+        for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
             FN(transpose)(L, x + (n * g->c + group * CG) * plane + h * g->w, CG, g->w, plane,
                           slab + (n - low.n_first) * low.img + h * low.hs, CG, 1);
+    }
     return low;
 }
 
@@ -175,16 +188,17 @@ static void FN(lower_panels)(const i2r_geom *g, const T *x_img, int64_t ncg, int
 {
     const int64_t WD = width, KH = g->kh, KW = g->kw, CG = ncg, K = ncg * KH * KW;
     const int64_t plane = g->h * g->w, SW = g->sw;
+    const int pointwise = is_pointwise(g);
     for (int64_t b = b0; b < b0 + np; b++) {
         T *panel = panels + (b - b0) * K * WD;
         const int64_t first = b * WD, cnt = min64(WD, npix - first);
         int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
         /* pointwise: the panel's pixels are consecutive in every channel plane; else one
          * run per output row the panel touches */
-        if (is_pointwise(g))
+        if (pointwise)
             for (int64_t c = 0; c < CG; c++)
                 FN(copy_channels)(panel + c * WD, x_img + c * plane + q, cnt);
-        for (int64_t i = is_pointwise(g) ? cnt : 0; i < cnt;) {
+        for (int64_t i = pointwise ? cnt : 0; i < cnt;) {
             const int64_t run = min64(cnt - i, g->ow - ow);
             for (int64_t kw = 0; kw < KW; kw++) {
                 /* outputs [lo, hi) of the run read inside the input row, from column iw0 */

@@ -41,20 +41,20 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
  * weights in place: for pointwise layers (the panels are runs of each channel plane), for
  * output channels per group that fill a quarter of a weight panel or less (the lowered GEMM
  * would fill few of its NR columns) and for few products per output (K at most
- * STREAM_MAX_K_BYTES: bound by its stores, and W*X writes whole output rows; the lowered
- * form took 2.5-4x as long on the 1-3 channel stems). Elsewhere the NHWC lowering from a
- * transposed copy of the input (blocked_source) is faster: its A blocks are lowered once per
- * K block, where W*X copies one short run per (channel, tap, output row). The two sum in
- * different orders, so the rule sees the layer only: a batch, or a dask chunk of an image,
- * gets the bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms, W*X -> lowered): 3x3 256
- * ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28); 512 at 7x7 plan 3.37 -> 2.42, N=8 27 -> 22;
- * 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off conv2d on few pixels now packs the panels:
- * 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1. */
+ * STREAM_MAX_K_BYTES: such layers are bound by their stores, and W*X writes whole output
+ * rows; the lowered form took 2.5-4x as long on the 1-3 channel stems). Elsewhere the NHWC
+ * lowering from a transposed copy of the input (blocked_source) is faster: its A blocks are
+ * lowered once per K block, where W*X copies one short run per (channel, tap, output row).
+ * The two sum in different orders, so the rule sees the layer only: a batch, or a dask chunk
+ * of an image, gets the bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms,
+ * W*X -> lowered): 3x3 256 ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28); 512 at 7x7 plan
+ * 3.37 -> 2.42, N=8 27 -> 22; 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off conv2d on few
+ * pixels now packs the panels: 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1. */
 static int blocked_as_wx(int64_t nr, int64_t ts, const i2r_geom *g)
 {
     const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups;
-    if (g->nhwc || (g->groups > 1 && cg == 1 && ocg == 1))
-        return 0;
+    if (g->nhwc || (g->groups > 1 && g->c == g->groups && g->oc == g->groups))
+        return 0;   /* depthwise: the strip's planes or ring */
     return is_pointwise(g) || ocg <= nr / 4 ||
            mul_sat(g->kh * g->kw * cg, ts) <= STREAM_MAX_K_BYTES;
 }
