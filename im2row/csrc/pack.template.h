@@ -43,44 +43,45 @@ static void FN(pack_rows_hwio)(const i2r_layout *L, const T *w, const int64_t *w
 }
 
 /* Other sources (OIHW: each output channel's K values contiguous, in (c, kh, kw) order):
- * source values [k0, k1) of panel p of group g, every rotation: a transpose, TR x TR tiles at
- * a time through the ISA's register transpose (rows of the source's memory order in, one row
- * of TR output channels per source value out, copied to its packed row in each rotation).
+ * source values [k0, k1) of panel p of group g, every rotation: a transpose, TR source values
+ * at a time through the ISA's TR x TR register transpose (rows of the source's memory order
+ * in) into TR whole packed rows, each then copied to its place in each rotation: whole rows,
+ * since writing TR-wide quarters of them in separate passes made the stores miss. TR is one
+ * 32-byte vector on every ISA.
  * tap_rows[r*KH*KW + t] = tap_row(t, r), computed once per call (no division per value). */
 static void FN(pack_values_oihw)(const i2r_layout *L, const T *w, const int64_t *ws,
                                  const int64_t *tap_rows, int64_t g, int64_t p, int64_t k0,
                                  int64_t k1, T *packed)
 {
-    const int64_t NR = L->nr, K = L->k, TAPS = L->kh * L->kw, TR = L->FN(k).tr;
+    enum { TR = 32 / sizeof(T) };
+    const int64_t NR = L->nr, K = L->k, TAPS = L->kh * L->kw;
     const int64_t oc0 = p * NR, width = min64(NR, L->ocg - oc0);
     const int64_t rot_size = L->npanels * K * NR;
     const int contiguous = ws[2] == 1 && ws[1] == L->kw && ws[3] == TAPS;
     T *panel = packed + g * L->nrot * rot_size + p * K * NR;
-    T tile[16 * 16];
-    for (int64_t i0 = 0; i0 < NR; i0 += TR) {
-        const int64_t rows = min64(TR, width - i0);   /* output channels of this tile */
-        for (int64_t kb = k0; kb < k1; kb += TR) {
-            const int64_t cols = min64(TR, k1 - kb);
+    T tile[TR * 32];   /* TR packed rows: NR <= 32 values (the widest tile, f32 AVX-512) */
+    for (int64_t kb = k0; kb < k1; kb += TR) {
+        const int64_t cols = min64(TR, k1 - kb);
+        for (int64_t i0 = 0; i0 < NR; i0 += TR) {
+            const int64_t rows = min64(TR, width - i0);   /* output channels of this tile */
             if (rows == TR && cols == TR && contiguous) {
-                L->FN(k).transpose(W_AT(g, 0, 0, 0, oc0 + i0) + kb, (size_t)ws[4], tile,
-                                   (size_t)TR);
+                L->FN(k).transpose(W_AT(g, 0, 0, 0, oc0 + i0) + kb, (size_t)ws[4], tile + i0,
+                                   (size_t)NR);
             } else {   /* edges, zero columns past OCg, or other strides */
                 for (int64_t j = 0; j < cols; j++) {
                     const int64_t k = kb + j, c = k / TAPS, t = k % TAPS;
                     for (int64_t i = 0; i < TR; i++)
-                        tile[j * TR + i] = i < rows
+                        tile[j * NR + i0 + i] = i < rows
                             ? *W_AT(g, t / L->kw, t % L->kw, c, oc0 + i0 + i) : (T)0;
                 }
             }
-            int64_t c = kb / TAPS, t = kb % TAPS;
-            for (int64_t j = 0; j < cols; j++) {
-                for (int64_t r = 0; r < L->nrot; r++) {
-                    T *dst = panel + r * rot_size + (tap_rows[r * TAPS + t] + c) * NR + i0;
-                    for (int64_t i = 0; i < TR; i++)
-                        dst[i] = tile[j * TR + i];
-                }
-                if (++t == TAPS) { t = 0; c++; }
-            }
+        }
+        int64_t c = kb / TAPS, t = kb % TAPS;
+        for (int64_t j = 0; j < cols; j++) {
+            for (int64_t r = 0; r < L->nrot; r++)
+                memcpy(panel + r * rot_size + (tap_rows[r * TAPS + t] + c) * NR, tile + j * NR,
+                       sizeof(T) * (size_t)NR);
+            if (++t == TAPS) { t = 0; c++; }
         }
     }
 }
