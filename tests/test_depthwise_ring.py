@@ -1,7 +1,7 @@
 """Depthwise convolution through the ring of padded input rows ("i2r", and what "auto" runs
-for every depthwise layer on NHWC, and on NCHW where the stride is above 1 or the kernel has 25+
-taps and an image's input fits half the L2: its rows are transposed in and out; other NCHW
-layers run on channel planes): the (KH-1)*dh + 1 rows one output row reads, each input row
+for every depthwise layer on NHWC, and on NCHW where output rows are at most 16 pixels wide,
+32 with 25+ taps: its input and output rows are transposed in chunks of output rows; other
+NCHW layers run on channel planes): the (KH-1)*dh + 1 rows one output row reads, each input row
 copied in once, and the dwrow microkernel, whose tiles of R pixels (8 on AVX-512, 6 on
 AVX2, 4 portable; R/2 on narrower rows, single pixels below that) reuse every input vector for
 all the taps that read it when the kernel is 3 or 5 wide, stride 1 or 2, undilated, and load
@@ -41,9 +41,10 @@ CASES = [
     (3, 5, 3, 3, 3, 1, 1, (2, 1)),            # tiny, dilated rows only
     (1, 64, 30, 3, 3, 2, "same", 1),          # long bands for threads, 2-wide output rows
     (1, 7, 1, 25, (1, 5), 1, (0, 2), 1),      # one row, 5 wide: no ring reuse of rows
+    (2, 12, 5, 21, 3, 1, 1, 1),               # 21-wide rows: NCHW on channel planes
 ]
 IDS = ["3x3s1", "3x3s2-lane", "5x5-w7", "5x5s2", "dil2", "7x7s3", "3x1-asym", "pad3",
-       "tiny-dil", "same-s2", "1x5-row"]
+       "tiny-dil", "same-s2", "1x5-row", "wide-planes"]
 
 
 def _data(case, dtype, seed=0):
@@ -127,8 +128,7 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype, layo
     # bands per thread, shared among the images)
     n, c, h, w = x.shape
     want = 2 * threads if threads > 1 else 1
-    parts = max(1, min(-(-want // n) if want > n else 1, spec.oh))   # (the test inputs all
-    # fit half of any L2: NCHW takes the ring where the stride or the taps ask for it)
+    parts = max(1, min(-(-want // n) if want > n else 1, spec.oh))
     (sh, sw), (dh, dw), pt, pl = spec.stride, spec.dilation, spec.padding[0], spec.padding[2]
     cols = max(0, min(pl + w, (spec.ow - 1) * sw + (spec.kw - 1) * dw + 1) - pl)
     rows = 0
@@ -136,10 +136,36 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype, layo
         r0, r1 = band * spec.oh // parts, (band + 1) * spec.oh // parts
         read = {oh * sh + a * dh - pt for oh in range(r0, r1) for a in range(spec.kh)}
         rows += len([r for r in read if 0 <= r < h])
-    ring = layout == "NHWC" or sh > 1 or sw > 1 or spec.kh * spec.kw >= 25
+    ring = layout == "NHWC" or spec.ow <= 16 or (spec.kh * spec.kw >= 25 and spec.ow <= 32)
     if not ring:   # NCHW channel planes: each image's input rows the outputs read, once
         rows = max(0, min(pt + h, (spec.oh - 1) * sh + (spec.kh - 1) * dh + 1) - pt)
     assert copied == n * rows * cols * c
+
+
+@needs_compiled
+@pytest.mark.parametrize("case", [
+    (1, 4096, 6, 16, 3, 1, 1, 1),     # 3x3 s1: chunks of 1-4 output rows of 6 on any L2
+    (1, 4096, 13, 31, 3, 2, 3, 3),    # s2, dilation 3: a chunk's rows not all read before
+], ids=["3x3", "s2-dil3"])
+def test_nchw_ring_transposes_in_chunks(case):
+    """NCHW rows through the ring in chunks of output rows (half the L2 holds a chunk's input
+    and output rows; with 4096 channels that is a few rows on any L2 up to 4 MiB): each chunk
+    transposes all the input rows it reads, also those an earlier chunk read (with dilation 3
+    and stride 2 some rows are first read past rows already read). Reference, "im2row" bits,
+    NaN scratch and output."""
+    x, wt, b, kw = _data(case, np.float32)
+    ref = conv2d_reference(x, wt, b, **kw)
+    lowered = im2row.conv2d(x, wt, b, method="im2row", num_threads=1, **kw)
+    spec = make_spec(x.shape, wt.shape, x.dtype, kw["stride"], kw["padding"], kw["dilation"],
+                     kw["groups"], "NCHW", "test")
+    packed = _backend.native.PackedWeights(wt, "NCHW", spec.groups, b, spec.stride,
+                                           spec.dilation, True, False, _backend.isa(), False,
+                                           1, False)
+    for threads in (1, 2):
+        y = np.full(spec.out_shape, np.nan, np.float32)
+        packed.run(x, y, spec_geometry(spec), "i2r", threads, True)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=tolerance(np.float32, wt[0].size))
+        assert np.array_equal(y, lowered), threads
 
 
 @needs_compiled

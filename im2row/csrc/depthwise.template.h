@@ -41,45 +41,56 @@ static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, co
 /* Depthwise, output rows [r0, r1) of one image: the ring holds the padded input rows (all
  * channels, NHWC-ordered; padding columns zeroed once) that one output row reads, row p in
  * slot p mod ring_rows, each filled when first read; the dwrow microkernel computes each
- * output row from its KH rows. NCHW input rows are transposed into the ring (TR channels at
- * a time) and each output row out of a row buffer. Scratch after the ring: the padded row
- * each slot holds, the KH row pointers, and (NCHW) the output row. */
+ * output row from its KH rows. NCHW goes ring_chunk output rows at a time: the input rows
+ * they read first are transposed into `in` at once, and their output rows, gathered in
+ * `out`, transposed into the result at once (one transpose per row of a 7- or 14-wide map
+ * left most of it to the scalar edge loop). Scratch after the ring: the padded row each
+ * slot holds, the KH row pointers, and (NCHW) `in` and `out`. */
 static int64_t FN(ring_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x_img, T *y_img, int64_t r0, int64_t r1, T *ring)
 {
     const i2r_layout *L = &w->L;
     const KFN(dwrow) dwrow = L->FN(k).dwrow;
     const int64_t C = L->cg, RR = s->ring_rows, cols = plane_input_cols(g, s);
-    const int64_t left = min64(g->pl, s->plane_cols), plane = g->h * g->w;
+    const int64_t left = min64(g->pl, s->plane_cols), opix = g->oh * g->ow;
     const int64_t ring_bytes = round_up64(RR * s->plane_row * (int64_t)sizeof(T));
     int64_t *held = (int64_t *)((char *)ring + ring_bytes);   /* padded row in each slot */
     const T **rows = (const T **)(held + RR);
-    T *orow = (T *)((char *)held + round_up64((RR + g->kh) * 8));   /* NCHW only */
+    T *in = (T *)((char *)held + round_up64((RR + g->kh) * 8));   /* NCHW only */
+    T *out = in + round_up64(ring_chunk_in_rows(g, s) * g->w * C * (int64_t)sizeof(T)) /
+                  (int64_t)sizeof(T);
     const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */
     int64_t filled = 0;
     for (int64_t i = 0; i < RR; i++)
         held[i] = -1;
-    for (int64_t oh = r0; oh < r1; oh++) {
-        for (int64_t a = 0; a < g->kh; a++) {
-            const int64_t p = oh * g->sh + a * g->dh, ih = p - g->pt;
-            T *row = ring + p % RR * s->plane_row;
-            if (held[p % RR] != p) {   /* first read (the row it replaces is read no more) */
-                held[p % RR] = p;
-                if (ih < 0 || ih >= g->h)
-                    FN(zero_channels)(row + left * C, cols * C);
-                else if (g->nhwc)
-                    FN(copy_channels)(row + left * C, x_img + ih * g->w * C, cols * C);
-                else
-                    FN(transpose)(L, x_img + ih * g->w, C, cols, plane, row + left * C, C, 1);
-                filled += ih >= 0 && ih < g->h;
-            }
-            rows[a] = row;
+    for (int64_t oa = r0; oa < r1; oa += g->nhwc ? r1 - r0 : s->ring_chunk) {
+        const int64_t ob = g->nhwc ? r1 : min64(r1, oa + s->ring_chunk);
+        int64_t in_h0 = 0, in_h1;   /* NCHW: input rows [in_h0, in_h1) are in `in` */
+        if (!g->nhwc) {   /* all the rows these output rows read: some were read before */
+            rows_read(g, oa * g->ow, ob * g->ow, &in_h0, &in_h1);
+            FN(transpose_rows)(L, g, x_img, C, in_h0, in_h1, in);
         }
-        T *out = g->nhwc ? y_img + oh * g->ow * C : orow;
-        dwrow((size_t)g->ow, (size_t)C, (size_t)g->kh, (size_t)g->kw, (size_t)g->sw,
-              (size_t)g->dw, rows, packed, bias, out, w->relu);
+        for (int64_t oh = oa; oh < ob; oh++) {
+            for (int64_t a = 0; a < g->kh; a++) {
+                const int64_t p = oh * g->sh + a * g->dh, ih = p - g->pt;
+                T *row = ring + p % RR * s->plane_row;
+                if (held[p % RR] != p) {   /* first read (the row it replaces is read no more) */
+                    held[p % RR] = p;
+                    if (ih < 0 || ih >= g->h)
+                        FN(zero_channels)(row + left * C, cols * C);
+                    else
+                        FN(copy_channels)(row + left * C, g->nhwc ? x_img + ih * g->w * C
+                                          : in + (ih - in_h0) * g->w * C, cols * C);
+                    filled += ih >= 0 && ih < g->h;
+                }
+                rows[a] = row;
+            }
+            dwrow((size_t)g->ow, (size_t)C, (size_t)g->kh, (size_t)g->kw, (size_t)g->sw,
+                  (size_t)g->dw, rows, packed, bias,
+                  g->nhwc ? y_img + oh * g->ow * C : out + (oh - oa) * g->ow * C, w->relu);
+        }
         if (!g->nhwc)
-            FN(transpose)(L, orow, g->ow, C, C, y_img + oh * g->ow, g->oh * g->ow, 1);
+            FN(transpose)(L, out, (ob - oa) * g->ow, C, C, y_img + oa * g->ow, opix, 1);
     }
     return filled * cols * C;
 }

@@ -182,6 +182,8 @@ typedef struct {
     int ring;                    /* I2R_STRIP, depthwise (NHWC; NCHW where depthwise_ring
                                     says): a ring of padded input rows */
     int64_t ring_rows;           /* ring: rows it holds, those one output row reads */
+    int64_t ring_chunk;          /* ring on NCHW: output rows whose input and output rows
+                                    are transposed at once (make_schedule) */
     int64_t plane_cols;          /* plane, ring: padded input columns the outputs read */
     int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
     int64_t plane_row;           /* plane: values of a row, sw phases; ring: of a row of all
@@ -272,6 +274,20 @@ static inline int64_t step_new_taps(const i2r_layout *L, int first, int64_t q)
 static inline int64_t plane_input_cols(const i2r_geom *g, const schedule *s)
 {
     return max64(0, min64(g->pl + g->w, s->plane_cols) - g->pl);
+}
+
+/* Input rows [*h0, *h1) that output pixels [pix0, pix1) of one image read. */
+static inline void rows_read(const i2r_geom *g, int64_t pix0, int64_t pix1, int64_t *h0,
+                             int64_t *h1)
+{
+    *h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
+    *h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
+}
+
+/* Ring on NCHW: input rows one chunk of ring_chunk output rows reads, at most. */
+static inline int64_t ring_chunk_in_rows(const i2r_geom *g, const schedule *s)
+{
+    return min64(g->h, (s->ring_chunk - 1) * g->sh + (g->kh - 1) * g->dh + 1);
 }
 
 /* Ring: whether output rows [r0, r1) read padded input row p (some oh*sh + a*dh, a < KH). */

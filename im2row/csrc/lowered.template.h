@@ -46,14 +46,6 @@ static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src,
     }
 }
 
-/* Input rows [*h0, *h1) that output pixels [pix0, pix1) of one image read. */
-static void FN(rows_read)(const i2r_geom *g, int64_t pix0, int64_t pix1, int64_t *h0,
-                          int64_t *h1)
-{
-    *h0 = max64(0, pix0 / g->ow * g->sh - g->pt);
-    *h1 = min64(g->h, (pix1 - 1) / g->ow * g->sh - g->pt + (g->kh - 1) * g->dh + 1);
-}
-
 /* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
  * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
  * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels. */
@@ -69,10 +61,8 @@ static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T
             FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
         } else {
             int64_t h0, h1;
-            FN(rows_read)(g, pix0, pix1, &h0, &h1);
-            for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
-                FN(transpose)(L, x_img + c0 * plane + h * g->w, CG, g->w, plane,
-                              slab + (h - h0) * g->w * CG, CG, 1);
+            rows_read(g, pix0, pix1, &h0, &h1);
+            FN(transpose_rows)(L, g, x_img + c0 * plane, CG, h0, h1, slab);
             FN(lower_rows)(L, g, slab, g->w * CG, CG, h0, pix0, pix1, buf);
         }
         buf += (end - p) * L->k;
@@ -97,11 +87,10 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
     low.ws = CG;
     for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++) {
         int64_t h0, h1;
-        FN(rows_read)(g, max64(p0, n * opix) - n * opix, min64(p1, (n + 1) * opix) - n * opix,
+        rows_read(g, max64(p0, n * opix) - n * opix, min64(p1, (n + 1) * opix) - n * opix,
                       &h0, &h1);
-        for (int64_t h = h0; h < h1; h++)   /* (Cg x W) -> (W x Cg) per input row */
-            FN(transpose)(L, x + (n * g->c + group * CG) * plane + h * g->w, CG, g->w, plane,
-                          slab + (n - low.n_first) * low.img + h * low.hs, CG, 1);
+        FN(transpose_rows)(L, g, x + (n * g->c + group * CG) * plane, CG, h0, h1,
+                           slab + (n - low.n_first) * low.img + h0 * low.hs);
     }
     return low;
 }

@@ -168,17 +168,17 @@ int64_t deferred_panels(const i2r_layout *L)
     return max64(1, min64(L->npanels, l2_cache_bytes() / 2 / panel));
 }
 
-/* Depthwise I2R_STRIP: a ring of rows (below) for NHWC; for NCHW, whose rows it transposes
- * in and out, where the channel planes would be split by stride phases or convolved with 25+
- * taps and one image's input stays in half the L2 (its C planes are read a row of each at a
- * time); else channel planes. Measured (1 thread, N=1 / N=8, ms, plane -> ring): 3x3 s2 576
- * ch at 14x14 0.23 -> 0.13 / 1.53 -> 0.89, 5x5 1152 ch at 7x7 0.37 -> 0.24 / 2.05 -> 1.53,
- * 3x3 s2 192 ch at 28x28 0.18 -> 0.12 / 1.07 -> 0.91; planes ahead on 3x3 s1 (576 at 14x14:
- * 0.18 against 0.26) and large maps (3x3 s2 96 ch at 112x112: 0.65 against 0.79). */
-static int depthwise_ring(const i2r_geom *g, int64_t ts)
+/* Depthwise I2R_STRIP: a ring of rows (below) for NHWC, and for NCHW on narrow maps (output
+ * rows of at most 16 pixels, 32 with 25+ taps), whose input and output rows it transposes a
+ * chunk at a time; channel planes on wider maps, where the plane kernel's vectors along the
+ * output rows fill and the ring's transposes cost more than they save. Measured (Zen 4, 1
+ * thread, ms, plane -> ring): 3x3 1152 ch at 7x7 N=8 0.89 -> 0.41, N=1 0.13 -> 0.06; 5x5 s2
+ * 672 at 14x14 N=8 1.62 -> 0.78; 3x3 480 at 14x14 N=8 0.68 -> 0.57; 5x5 240 at 28x28 0.35
+ * -> 0.25; planes ahead on 3x3 240 ch at 28x28 (N=8 0.91 against 1.19), 144 at 56x56 and
+ * 32 at 112x112 (2.5 against 2.9). */
+static int depthwise_ring(const i2r_geom *g)
 {
-    return g->nhwc || ((g->sh > 1 || g->sw > 1 || g->kh * g->kw >= 25) &&
-                       MUL4(g->c, g->h, g->w, ts) <= l2_cache_bytes() / 2);
+    return g->nhwc || g->ow <= 16 || (g->kh * g->kw >= 25 && g->ow <= 32);
 }
 
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
@@ -190,7 +190,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
      * dynamically), so that a thread the OS preempts (the machine may be shared; OpenBLAS
      * threads may still be spinning) holds back only a small task. */
     int64_t want = nthreads <= 1 ? 1 : (int64_t)nthreads * TASKS_PER_THREAD;
-    if (method == I2R_STRIP && L->depthwise && !depthwise_ring(g, ts)) {
+    if (method == I2R_STRIP && L->depthwise && !depthwise_ring(g)) {
         /* Depthwise on NCHW: a channel's padded plane is small and its outputs are a direct
          * 2-D convolution of it, vectorised along the output rows; a strip of one channel
          * would feed a one-wide GEMM. Tasks are blocks of channels. */
@@ -219,8 +219,15 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         /* the ring, then the padded row each slot holds and the KH rows an output reads */
         s->thread_bytes = add_sat(round_up64(MUL3(s->ring_rows, s->plane_row, ts)),
                                   round_up64(mul_sat(add_sat(s->ring_rows, g->kh), 8)));
-        if (!g->nhwc)   /* NCHW: an output row of all channels before its transpose */
-            s->thread_bytes = add_sat(s->thread_bytes, round_up64(MUL3(g->ow, L->cg, ts)));
+        if (!g->nhwc) {   /* NCHW: chunks of output rows whose in- and outputs are
+                             transposed at once, in and out in half the L2 */
+            const int64_t row_pair = MUL3(g->sh * g->w + g->ow, L->cg, ts);
+            s->ring_chunk = max64(1, min64(cdiv(g->oh, s->parts),
+                                           l2_cache_bytes() / 2 / max64(1, row_pair)));
+            s->thread_bytes = add_sat(add_sat(s->thread_bytes, round_up64(MUL4(
+                ring_chunk_in_rows(g, s), g->w, L->cg, ts))), round_up64(MUL4(
+                s->ring_chunk, g->ow, L->cg, ts)));
+        }
     } else if (method == I2R_STRIP) {
         /* Images with few output rows are stacked: blocks of block_rows strip rows, one per
          * image, so that one column GEMM covers the column of every image in the stack. A
