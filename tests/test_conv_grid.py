@@ -660,3 +660,33 @@ def test_empty_image_gives_bias(case, method, layout):
                                  **case.kwargs)
             np.testing.assert_array_equal(from_layout(plan(xl), layout),
                                           np.maximum(-want, 0))
+
+
+# Pointwise NCHW "blocked" runs W*X or the lowered GEMM by the map's size (plan.c:
+# pointwise_lowered), and a one-off call always W*X: the two must give the same bits.
+POINTWISE_CASES = [(1, 96, 3, 3, 80), (2, 160, 7, 7, 200), (3, 64, 5, 4, 40),
+                   (1, 33, 13, 13, 65), (2, 48, 16, 14, 50)]
+
+
+@needs_compiled
+@pytest.mark.parametrize("n,c,h,w,oc", POINTWISE_CASES)
+def test_pointwise_nchw_plan_and_one_off_bits(n, c, h, w, oc, isa):
+    """Plans (lowered where the panels of pixels would fill badly) against the reference and
+    bit for bit against the one-off call (W*X), NHWC, 1-3 threads, both dtypes."""
+    rng = np.random.default_rng(zlib.crc32(f"{n},{c},{h},{w},{oc}".encode()))
+    for dtype in DTYPES:
+        x = rng.uniform(-1, 1, (n, c, h, w)).astype(dtype)
+        wt = rng.uniform(-1, 1, (oc, c, 1, 1)).astype(dtype)
+        b = rng.uniform(-1, 1, oc).astype(dtype)
+        ref = conv2d_reference(x, wt, b)
+        nhwc = im2row.conv2d(np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+                             np.ascontiguousarray(wt.transpose(2, 3, 1, 0)), b,
+                             layout="NHWC", method="blocked")
+        plan = im2row.Conv2d(wt, b, method="blocked")
+        for threads in (1, 2, 3):
+            one_off = im2row.conv2d(x, wt, b, method="blocked", num_threads=threads)
+            y = np.full(ref.shape, np.nan, dtype)
+            plan(x, out=y, num_threads=threads)
+            np.testing.assert_allclose(y, ref, rtol=0, atol=tolerance(dtype, c))
+            assert np.array_equal(y, one_off), (dtype, threads)
+            assert np.array_equal(y, nhwc.transpose(0, 3, 1, 2)), (dtype, threads)

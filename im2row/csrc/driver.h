@@ -81,6 +81,8 @@ typedef struct {
     int64_t nrot;          /* copies packed */
     int deferred;          /* I2R_PACK_DEFERRED: no panels; the GEMM packs each K block of a
                               panel from the caller's HWIO rows just before it uses it */
+    int rows_only;         /* I2R_PACK_ROWS_ONLY on OIHW rows: no panels, so I2R_BLOCKED
+                              runs W*X (pointwise layers may run either) */
     kernels_f32 k_f32;     /* the kernels, of the layout's dtype only */
     kernels_f64 k_f64;
 } i2r_layout;

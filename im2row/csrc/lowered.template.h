@@ -59,6 +59,8 @@ static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T
         const T *x_img = x + n * g->c * plane;
         if (g->nhwc) {
             FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
+        } else if (is_pointwise(g)) {   /* the pixels' channels are the im2row rows */
+            FN(transpose)(L, x_img + c0 * plane + pix0, CG, pix1 - pix0, plane, buf, CG, 1);
         } else {
             int64_t h0, h1;
             rows_read(g, pix0, pix1, &h0, &h1);

@@ -40,7 +40,8 @@ i2r_status i2r_pack_weights(i2r_dtype dtype, i2r_isa isa, const void *wm,
     w->hwio = w->L.deferred ? wm : NULL;
     w->hwio_ld = wstride[3];
     w->relu = relu;
-    w->has_panels = !(rows && (flags & I2R_PACK_ROWS_ONLY)) && !w->L.deferred;
+    w->L.rows_only = rows && (flags & I2R_PACK_ROWS_ONLY);
+    w->has_panels = !w->L.rows_only && !w->L.deferred;
     packed_sizes(&w->L, w->has_panels, bias != NULL, &pbytes, &bbytes);
     w->rows = rows ? (void *)wm : NULL;
     w->rotations_ready = (flags & I2R_PACK_ROTATIONS) || !w->L.rotated_copies;

@@ -37,26 +37,48 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
            MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
 }
 
+/* A pointwise NCHW layer: W*X or the lowered GEMM (both sum each output's C products in
+ * channel order, in the same K blocks: the same bits, so the choice may look at the map's
+ * size). W*X's NR-wide panels of an image's pixels fill as opix fills whole panels (49
+ * pixels: 49 of 64 columns), the lowered GEMM's weight panels as OCg does; the lowered form
+ * also transposes the input and the result, ~8 products' time per value moved (fitted).
+ * Measured (Zen 4, plan, 1 thread, N=1 / N=8, ms, W*X -> lowered): 960->160 at 7x7 0.19 ->
+ * 0.17 / 1.52 -> 1.16, 2048->512 at 7x7 1.86 -> 1.29, 1024->512 at 13x13 20.2 -> 18.2 (N=8),
+ * 576->96 at 14x14 2.01 -> 1.78 (N=8); W*X ahead where its panels fill or few channels make
+ * the transposes dear: 240->40 at 28x28 0.18 against 0.27, 80->480 at 14x14 1.32 against
+ * 1.44 (N=8), 16->96 at 112x112 0.47 against 0.72. */
+static int pointwise_lowered(int64_t nr, const i2r_geom *g)
+{
+    const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups, opix = g->oh * g->ow;
+    const double wx_fill = (double)opix / (double)(cdiv(opix, nr) * nr);
+    const double lowered_fill = (double)ocg / (double)(cdiv(ocg, nr) * nr);
+    return wx_fill < lowered_fill * (1.0 - 8.0 / (double)cg - 8.0 / (double)ocg);
+}
+
 /* I2R_BLOCKED on NCHW (not depthwise) as W * im2col (wx_task), which reads the OIHW
- * weights in place: for pointwise layers (the panels are runs of each channel plane), for
- * output channels per group that fill a quarter of a weight panel or less (the lowered GEMM
- * would fill few of its NR columns) and for few products per output (K at most
- * STREAM_MAX_K_BYTES: such layers are bound by their stores, and W*X writes whole output
- * rows; the lowered form took 2.5-4x as long on the 1-3 channel stems). Elsewhere the NHWC
- * lowering from a transposed copy of the input (blocked_source) is faster: its A blocks are
- * lowered once per K block, where W*X copies one short run per (channel, tap, output row).
- * The two sum in different orders, so the rule sees the layer only: a batch, or a dask chunk
- * of an image, gets the bits of the whole. Measured (Zen 4, 1 thread, N=1 unless said, ms,
- * W*X -> lowered): 3x3 256 ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28); 512 at 7x7 plan
- * 3.37 -> 2.42, N=8 27 -> 22; 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off conv2d on few
- * pixels now packs the panels: 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1. */
+ * weights in place: for output channels per group that fill a quarter of a weight panel or
+ * less (the lowered GEMM would fill few of its NR columns), for few products per output (K
+ * at most STREAM_MAX_K_BYTES: such layers are bound by their stores, and W*X writes whole
+ * output rows; the lowered form took 2.5-4x as long on the 1-3 channel stems), and for
+ * pointwise layers unless pointwise_lowered says otherwise. Elsewhere the NHWC lowering from
+ * a transposed copy of the input (blocked_source) is faster: its A blocks are lowered once
+ * per K block, where W*X copies one short run per (channel, tap, output row). Except for
+ * pointwise layers the two sum in different orders, so the rule sees the layer only: a
+ * batch, or a dask chunk of an image, gets the bits of the whole. Measured (Zen 4, 1 thread,
+ * N=1 unless said, ms, W*X -> lowered): 3x3 256 ch at 14x14, plan 3.07 -> 2.32 (NHWC 2.28);
+ * 512 at 7x7 plan 3.37 -> 2.42, N=8 27 -> 22; 1x7 128 ch at 17x17 0.96 -> 0.66. A one-off
+ * conv2d on few pixels now packs the panels: 512 at 7x7 3.4 -> 5.2, 256 at 14x14 2.9 -> 3.1
+ * (its OIHW packing has since become faster: 1.5 -> 1.15 ms of that). */
 static int blocked_as_wx(int64_t nr, int64_t ts, const i2r_geom *g)
 {
     const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups;
     if (g->nhwc || (g->groups > 1 && g->c == g->groups && g->oc == g->groups))
         return 0;   /* depthwise: the strip's planes or ring */
-    return is_pointwise(g) || ocg <= nr / 4 ||
-           mul_sat(g->kh * g->kw * cg, ts) <= STREAM_MAX_K_BYTES;
+    if (ocg <= nr / 4)
+        return 1;
+    if (is_pointwise(g))
+        return !pointwise_lowered(nr, g);
+    return mul_sat(g->kh * g->kw * cg, ts) <= STREAM_MAX_K_BYTES;
 }
 
 /* The layout's kernel table (of its dtype only) and register tile. */
@@ -95,7 +117,8 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups,
     L->groups = groups; L->kh = kh; L->kw = kw; L->cg = cg; L->ocg = ocg;
     L->sw = sw; L->dw = dw;
     L->k = kh * kw * cg;
-    L->deferred = 0;   /* i2r_pack_weights / i2r_predict set it */
+    L->deferred = 0;   /* i2r_pack_weights / i2r_predict set these */
+    L->rows_only = 0;
     set_kernels(L, dtype, isa);
     L->npanels = L->depthwise ? 1 : (ocg + L->nr - 1) / L->nr;
     L->col_step = dw / g0;
@@ -293,7 +316,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         }
         int pointwise = is_pointwise(g);
         s->direct = pointwise && g->nhwc;
-        s->wx = method == I2R_BLOCKED && blocked_as_wx(L->nr, ts, g);
+        s->wx = method == I2R_BLOCKED && (L->rows_only || blocked_as_wx(L->nr, ts, g));
         s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise && !s->wx;
         if (s->wx) {             /* im2col panels, as many as half the L2 holds */
             const int64_t panel = MUL3(L->k, L->nr, ts);
@@ -520,8 +543,9 @@ i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_meth
     if (!geometry_matches(&L, g))
         return I2R_EINVAL;
     L.deferred = (pack_flags & I2R_PACK_DEFERRED) && g->nhwc && !L.depthwise;
+    L.rows_only = (pack_flags & I2R_PACK_ROWS_ONLY) && !g->nhwc && !L.depthwise;
     make_schedule(&s, &L, g, method, nthreads);
-    packed_sizes(&L, !L.deferred, with_bias, &pbytes, &bbytes);
+    packed_sizes(&L, !L.deferred && !L.rows_only, with_bias, &pbytes, &bbytes);
     stats->threads = s.threads;
     stats->workspace_bytes = mul_sat(s.threads, s.thread_bytes);
     stats->copied_values = count_copied(&L, g, method, &s);
@@ -549,8 +573,9 @@ int i2r_pack_flags(i2r_dtype dtype, i2r_isa isa, i2r_method method, const i2r_ge
     int depthwise = g->groups > 1 && g->c == g->groups && g->oc == g->groups;
     if (method == I2R_STRIP)
         return I2R_PACK_ROTATIONS;
-    if (!g->nhwc)
-        return method == I2R_BLOCKED && blocked_as_wx(nr, (int64_t)dtype_size(dtype), g)
+    if (!g->nhwc)   /* one-off pointwise calls: W*X, whose weights need no packing */
+        return method == I2R_BLOCKED && (is_pointwise(g) ||
+                                         blocked_as_wx(nr, (int64_t)dtype_size(dtype), g))
             ? I2R_PACK_ROWS_ONLY : 0;
     return !depthwise && g->n * g->oh * g->ow <= mr * MC_TILES * DEFERRED_ROW_BLOCKS
         ? I2R_PACK_DEFERRED : 0;
