@@ -55,6 +55,8 @@ static int pointwise_lowered(int64_t nr, const i2r_geom *g)
     return wx_fill < lowered_fill * (1.0 - 8.0 / (double)cg - 8.0 / (double)ocg);
 }
 
+enum { WX_MAX_K = 32 };   /* "auto" on NCHW: W*X for at most this many products per output */
+
 /* I2R_BLOCKED on NCHW (not depthwise) as W * im2col (wx_task), which reads the OIHW
  * weights in place: for output channels per group that fill a quarter of a weight panel or
  * less (the lowered GEMM would fill few of its NR columns), for few products per output (K
@@ -609,8 +611,15 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g)
      * 6.4 -> 0.59 ms, NCHW 11.7 -> 1.5 ms; 3x3 s2 576 ch at 14x14 NCHW 1.86 -> 0.89 ms. */
     if (depthwise)
         return I2R_STRIP;
-    if (!g->nhwc && !depthwise && writes_stream(g, g->kh * g->kw * (g->c / g->groups), ts))
-        return I2R_BLOCKED;   /* NCHW bound by its stores: W*X writes whole output rows */
+    /* NCHW bound by its stores, or with at most WX_MAX_K products per output (the 1-3
+     * channel stems): W*X (blocked_as_wx), which writes whole output rows, where the strip
+     * gathers and transposes its columns. Measured (Zen 4, 1 thread, N=1, ms, strip -> W*X):
+     * 3->32 3x3 s2 at 224x224 0.55 -> 0.41 (not streamed), 3->32 3x3 at 416x416 10.4 -> 4.5
+     * and 3->64 at 180x320 5.6 -> 2.6 (streamed); strip ahead from 8 channels on (8->32 3x3 at
+     * 112x112 0.73 against 0.79). */
+    const int64_t k = g->kh * g->kw * (g->c / g->groups);
+    if (!g->nhwc && (writes_stream(g, k, ts) || k <= WX_MAX_K))
+        return I2R_BLOCKED;
     /* NCHW with few output channels per group (a quarter of a weight panel or less: the
      * strip's GEMM would fill few of the NR columns): W*X, whose rows are the channels and
      * whose NR columns are pixels. Measured (N=8, 1 thread): 64->3 2x2 at 32x32 2.0 -> 1.4 ms,
