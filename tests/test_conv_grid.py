@@ -690,3 +690,35 @@ def test_pointwise_nchw_plan_and_one_off_bits(n, c, h, w, oc, isa):
             np.testing.assert_allclose(y, ref, rtol=0, atol=tolerance(dtype, c))
             assert np.array_equal(y, one_off), (dtype, threads)
             assert np.array_equal(y, nhwc.transpose(0, 3, 1, 2)), (dtype, threads)
+
+
+# Strip layers of 32-136 channels: K runs shorter than a K block, walked as segments by the
+# microkernel (kernels.template.h: gemm_segmented); with K over KC_WHOLE (1152) the K blocks
+# cut runs in two (the last three cases).
+SEGMENT_CASES = [Case("seg-64-3x3", n=1, c=64, h=9, w=10, oc=40, padding=1),
+                 Case("seg-48-5x5-dil2", n=2, c=48, h=11, w=9, oc=33, kh=5, kw=5, padding=3,
+                      dilation=2),
+                 Case("seg-40-3x3-s2", n=1, c=40, h=12, w=13, oc=70, stride=2, padding=1),
+                 Case("seg-96-5x5", n=1, c=96, h=8, w=9, oc=20, kh=5, kw=5, padding=2),
+                 Case("seg-136-3x3", n=2, c=136, h=7, w=8, oc=36, padding=1),
+                 Case("seg-64-5x5-s2", n=1, c=64, h=11, w=12, oc=17, kh=5, kw=5, stride=2,
+                      padding=2)]
+
+
+@needs_compiled
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", SEGMENT_CASES, ids=ids(SEGMENT_CASES))
+def test_strip_segments_match_lowered_bits(case, layout, isa):
+    """The strip ("i2r") against the reference and bit for bit against "im2row" (one copy of
+    the weights: the same products in the same order), 1 and 2 threads, both dtypes."""
+    assert valid(case)
+    for dtype in DTYPES:
+        x, w, b, ref = data(case, dtype)
+        xl, wl = to_layout(x, w, layout)
+        lowered = im2row.conv2d(xl, wl, b, layout=layout, method="im2row", **case.kwargs)
+        for threads in (1, 2):
+            res = im2row.conv2d(xl, wl, b, layout=layout, method="i2r", num_threads=threads,
+                                **case.kwargs)
+            np.testing.assert_allclose(from_layout(res, layout), ref, rtol=0,
+                                       atol=tolerance(dtype, case.c * case.kh * case.kw))
+            np.testing.assert_array_equal(res, lowered, err_msg=f"{dtype} {threads}")

@@ -32,8 +32,8 @@ static stream_copy_fn stream_copy_for(i2r_isa isa)
 
 kernels_f32 select_kernels_f32(i2r_isa isa)
 {
-    kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, dwconv_f32_generic, dwplane_f32_generic,
-                     dwrow_f32_generic,
+    kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, gemm_f32_4x16_generic_segs,
+                     dwconv_f32_generic, dwplane_f32_generic, dwrow_f32_generic,
                      transpose_f32_8x8_generic, stream_copy_for(isa), wino_in_f32_generic,
                      wino_out_f32_generic, wino_w_f32_generic};
 #ifdef I2R_X86
@@ -43,13 +43,15 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
         k.mr = 14; k.nr = 32;
         k.wino_in = wino_in_f32_avx512; k.wino_out = wino_out_f32_avx512;
         k.wino_w = wino_w_f32_avx512;
-        k.gemm = gemm_f32_14x32_avx512; k.dwconv = dwconv_f32_avx512;
+        k.gemm = gemm_f32_14x32_avx512; k.gemm_segs = gemm_f32_14x32_avx512_segs;
+        k.dwconv = dwconv_f32_avx512;
         k.dwplane = dwplane_f32_avx512; k.dwrow = dwrow_f32_avx512;
     } else if (isa == I2R_ISA_AVX2) {
         k.mr = 6; k.nr = 16;
         k.wino_in = wino_in_f32_avx2; k.wino_out = wino_out_f32_avx2;
         k.wino_w = wino_w_f32_avx2;
-        k.gemm = gemm_f32_6x16_avx2; k.dwconv = dwconv_f32_avx2; k.dwplane = dwplane_f32_avx2;
+        k.gemm = gemm_f32_6x16_avx2; k.gemm_segs = gemm_f32_6x16_avx2_segs;
+        k.dwconv = dwconv_f32_avx2; k.dwplane = dwplane_f32_avx2;
         k.dwrow = dwrow_f32_avx2;
     }
 #endif
@@ -59,8 +61,8 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
 
 kernels_f64 select_kernels_f64(i2r_isa isa)
 {
-    kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, dwconv_f64_generic, dwplane_f64_generic,
-                     dwrow_f64_generic,
+    kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, gemm_f64_4x8_generic_segs,
+                     dwconv_f64_generic, dwplane_f64_generic, dwrow_f64_generic,
                      transpose_f64_4x4_generic, stream_copy_for(isa), wino_in_f64_generic,
                      wino_out_f64_generic, wino_w_f64_generic};
 #ifdef I2R_X86
@@ -70,13 +72,15 @@ kernels_f64 select_kernels_f64(i2r_isa isa)
         k.mr = 14; k.nr = 16;
         k.wino_in = wino_in_f64_avx512; k.wino_out = wino_out_f64_avx512;
         k.wino_w = wino_w_f64_avx512;
-        k.gemm = gemm_f64_14x16_avx512; k.dwconv = dwconv_f64_avx512;
+        k.gemm = gemm_f64_14x16_avx512; k.gemm_segs = gemm_f64_14x16_avx512_segs;
+        k.dwconv = dwconv_f64_avx512;
         k.dwplane = dwplane_f64_avx512; k.dwrow = dwrow_f64_avx512;
     } else if (isa == I2R_ISA_AVX2) {
         k.mr = 6; k.nr = 8;
         k.wino_in = wino_in_f64_avx2; k.wino_out = wino_out_f64_avx2;
         k.wino_w = wino_w_f64_avx2;
-        k.gemm = gemm_f64_6x8_avx2; k.dwconv = dwconv_f64_avx2; k.dwplane = dwplane_f64_avx2;
+        k.gemm = gemm_f64_6x8_avx2; k.gemm_segs = gemm_f64_6x8_avx2_segs;
+        k.dwconv = dwconv_f64_avx2; k.dwplane = dwplane_f64_avx2;
         k.dwrow = dwrow_f64_avx2;
     }
 #endif

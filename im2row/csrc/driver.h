@@ -51,6 +51,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        STRIP_MIN_ROWS = 28,   /* "auto": the strip needs columns of at least this many rows... */
        MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
+       GEMM_MAX_SEGS = 64,    /* K runs gemm_segmented takes (more: a GEMM pass per run) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
        PACK_TASK_ROWS = 256,  /* packing: source rows of one threaded task */
        DEFERRED_ROW_BLOCKS = 2 }; /* one-off NHWC calls of up to this many row blocks of

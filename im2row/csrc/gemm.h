@@ -9,8 +9,9 @@
  *    W*X form, rows are output channels), then applies max(., 0) if GEMM_RELU is set; with
  *    GEMM_STREAM its full, vector-aligned stores bypass the caches (non-temporal: for results
  *    too large to stay cached; the caller fences before they are read).
- * Names: gemm_<dtype>_<MR>x<NR>_<isa>. Every kernel is one source, gemm_ukernel.template.h,
- * instantiated per dtype and ISA by the gemm_<isa>.c files.
+ * Names: gemm_<dtype>_<MR>x<NR>_<isa>, and <name>_segs for the segmented form (below). Every
+ * kernel is one source, gemm_ukernel.template.h, instantiated per dtype and ISA by the
+ * gemm_<isa>.c files.
  */
 #ifndef IM2ROW_GEMM_H
 #define IM2ROW_GEMM_H
@@ -28,6 +29,18 @@ typedef void (*gemm_f32_fn)(size_t mr, size_t nr, size_t kc, const float *a, siz
 typedef void (*gemm_f64_fn)(size_t mr, size_t nr, size_t kc, const double *a, size_t lda,
                             const double *b, double *c, size_t ldc, const double *bias,
                             int flags);
+
+/* The segmented form (<name>_segs): K walked as nseg segments, segment s multiplying A values
+ * [seg[s].a, + seg[s].len) of each row with B rows [seg[s].b, + seg[s].len), in order, the
+ * accumulators kept in registers from one to the next (the strip's K runs: its taps in
+ * rotated slots and without the padding's). One segment {0, 0, kc} is the plain form. */
+typedef struct { size_t a, b, len; } gemm_seg;
+#define GEMM_SEGS_ARGS(T) size_t mr, size_t nr, size_t nseg, const gemm_seg *seg, const T *a, \
+                          size_t lda, const T *b, T *c, size_t ldc, const T *bias, int flags
+typedef void (*gemm_segs_f32_fn)(GEMM_SEGS_ARGS(float));
+typedef void (*gemm_segs_f64_fn)(GEMM_SEGS_ARGS(double));
+#define GEMM_SEGS_NAME_(name) name##_segs
+#define GEMM_SEGS_NAME(name) GEMM_SEGS_NAME_(name)
 
 /* Depthwise convolution of one output pixel over all channels (dwconv_ukernel.template.h). */
 #define DWCONV_ARGS(T) size_t m, size_t channels, size_t nseg, size_t seg_taps, \
@@ -78,6 +91,7 @@ typedef void (*stream_copy_fn)(void *dst, const void *src, size_t bytes);
         int mr, nr;                      /* register tile of the GEMM */                    \
         int tr;                          /* tile of the transpose */                        \
         gemm_##SFX##_fn gemm;                                                               \
+        gemm_segs_##SFX##_fn gemm_segs;                                                     \
         dwconv_##SFX##_fn dwconv;                                                           \
         dwplane_##SFX##_fn dwplane;                                                         \
         dwrow_##SFX##_fn dwrow;                                                             \
@@ -100,7 +114,8 @@ void stream_copy_generic(void *dst, const void *src, size_t bytes);
 
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
-              size_t ldc, const T *bias, int flags)
+              size_t ldc, const T *bias, int flags); \
+    void name##_segs(GEMM_SEGS_ARGS(T))
 #define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
 #define WINO_DECLARE(isa, T, SFX) \
     void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T)); \

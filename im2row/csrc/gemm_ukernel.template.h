@@ -18,8 +18,9 @@
 #define V_STREAM16(p, v) V_STREAM(p, v)
 #endif
 
-void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c,
-           size_t ldc, const T *bias, int flags)
+void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *seg,
+                           const T *a, size_t lda, const T *b, T *c, size_t ldc,
+                           const T *bias, int flags)
 {
     const T *ap[MR];
     T *cp[MR];
@@ -65,10 +66,10 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
         V bv[NRV];                                                          \
         _Pragma("GCC unroll 4")                                             \
         for (int v = 0; v < NRV; v++)                                       \
-            bv[v] = V_LOAD(b + k * NR_ + v * VN);                           \
+            bv[v] = V_LOAD(bs + k * NR_ + v * VN);                          \
         _Pragma("GCC unroll 4")                                             \
         for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)        \
-            __builtin_prefetch((const char *)(b + (k + B_PREFETCH) * NR_) + 64 * l, 0, 3); \
+            __builtin_prefetch((const char *)(bs + (k + B_PREFETCH) * NR_) + 64 * l, 0, 3); \
         _Pragma("GCC unroll 16")                                            \
         for (int i = 0; i < (ROWS); i++) {                                  \
             V av = V_BCAST(ROW(i));                                         \
@@ -78,32 +79,36 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
         }                                                                   \
         STEP;                                                               \
     }
-    if (mr == MR) {
-        /* Full tile: rows at a + i*lda, addressed from a base every 3 rows plus 0, 1 or 2
-         * lda (one scaled index register), so the row addresses fit in the general
-         * registers instead of 14 pointers spilled to the stack. */
-        const T *base[(MR + 2) / 3];
+    for (size_t s = 0; s < nseg; s++) {
+        const T *bs = b + seg[s].b * NR_;
+        const size_t sa = seg[s].a, kc = seg[s].len;
+        if (mr == MR) {
+            /* Full tile: rows at a + i*lda, addressed from a base every 3 rows plus 0, 1 or
+             * 2 lda (one scaled index register), so the row addresses fit in the general
+             * registers instead of 14 pointers spilled to the stack. */
+            const T *base[(MR + 2) / 3];
 #pragma GCC unroll 8
-        for (int j = 0; j < (MR + 2) / 3; j++)
-            base[j] = a + (size_t)(3 * j) * lda;
+            for (int j = 0; j < (MR + 2) / 3; j++)
+                base[j] = a + sa + (size_t)(3 * j) * lda;
 #define ROW_FULL(i) (base[(i) / 3] + ((i) % 3) * lda)
 #define STEP_FULL _Pragma("GCC unroll 8") for (int j = 0; j < (MR + 2) / 3; j++) base[j]++
-        K_LOOP(MR, ROW_FULL, STEP_FULL)
+            K_LOOP(MR, ROW_FULL, STEP_FULL)
 #undef ROW_FULL
 #undef STEP_FULL
-    } else {
-        /* A tile of fewer rows (the last of M, a band of rows): the FMAs of the first
-         * TAIL_SHORT, TAIL_MID or MR rows, the fewest that cover mr (a 1-row tail of a
-         * 13x13 map no longer costs 14); the rows past them are neither computed nor
-         * stored. */
-#define ROW_TAIL(i) (ap[i] + k)
-        if (mr <= TAIL_SHORT)
-            K_LOOP(TAIL_SHORT, ROW_TAIL, (void)0)
-        else if (mr <= TAIL_MID)
-            K_LOOP(TAIL_MID, ROW_TAIL, (void)0)
-        else
-            K_LOOP(MR, ROW_TAIL, (void)0)
+        } else {
+            /* A tile of fewer rows (the last of M, a band of rows): the FMAs of the first
+             * TAIL_SHORT, TAIL_MID or MR rows, the fewest that cover mr (a 1-row tail of a
+             * 13x13 map no longer costs 14); the rows past them are neither computed nor
+             * stored. */
+#define ROW_TAIL(i) (ap[i] + sa + k)
+            if (mr <= TAIL_SHORT)
+                K_LOOP(TAIL_SHORT, ROW_TAIL, (void)0)
+            else if (mr <= TAIL_MID)
+                K_LOOP(TAIL_MID, ROW_TAIL, (void)0)
+            else
+                K_LOOP(MR, ROW_TAIL, (void)0)
 #undef ROW_TAIL
+        }
     }
 #undef K_LOOP
 #undef B_PREFETCH
@@ -168,6 +173,14 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
             else if (lanes[v])
                 V_STORE_N(cp[i] + v * VN, acc[i][v], lanes[v]);
         }
+}
+
+/* The plain form: one segment of kc values. */
+void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c,
+           size_t ldc, const T *bias, int flags)
+{
+    const gemm_seg one = {0, 0, kc};
+    GEMM_SEGS_NAME(KNAME)(mr, nr, 1, &one, a, lda, b, c, ldc, bias, flags);
 }
 
 #undef NR_
