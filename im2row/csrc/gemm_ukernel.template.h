@@ -61,11 +61,11 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
      * 0.87x the time, 2048->512 1x1 at 7x7 0.94x, the 3->64 7x7 stem 0.92x, GEMM-bound
      * layers 0.97-1.0x. Past the end of B it prefetches the next panel (or nothing). */
 #define B_PREFETCH 24
-#define K_LOOP(ROWS, ROW, STEP)                                             \
+#define K_LOOP_NV(ROWS, ROW, STEP, NV)                                      \
     for (size_t k = 0; k < kc; k++) {                                       \
         V bv[NRV];                                                          \
         _Pragma("GCC unroll 4")                                             \
-        for (int v = 0; v < NRV; v++)                                       \
+        for (int v = 0; v < (NV); v++)                                      \
             bv[v] = V_LOAD(bs + k * NR_ + v * VN);                          \
         _Pragma("GCC unroll 4")                                             \
         for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)        \
@@ -74,11 +74,18 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
         for (int i = 0; i < (ROWS); i++) {                                  \
             V av = V_BCAST(ROW(i));                                         \
             _Pragma("GCC unroll 4")                                         \
-            for (int v = 0; v < NRV; v++)                                   \
+            for (int v = 0; v < (NV); v++)                                  \
                 acc[i][v] = V_FMA(av, bv[v], acc[i][v]);                    \
         }                                                                   \
         STEP;                                                               \
     }
+    /* A panel whose columns fit in its first half (the last panel of OCg = 40, 80, 144, 9):
+     * the FMAs of half the vectors (the other half's accumulators stay zero, unstored). */
+#define K_LOOP(ROWS, ROW, STEP)                                             \
+    if (NRV % 2 == 0 && nr <= (size_t)(NRV / 2 * VN))                       \
+        K_LOOP_NV(ROWS, ROW, STEP, NRV / 2)                                 \
+    else                                                                    \
+        K_LOOP_NV(ROWS, ROW, STEP, NRV)
     for (size_t s = 0; s < nseg; s++) {
         const T *bs = b + seg[s].b * NR_;
         const size_t sa = seg[s].a, kc = seg[s].len;
@@ -111,6 +118,7 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
         }
     }
 #undef K_LOOP
+#undef K_LOOP_NV
 #undef B_PREFETCH
 
     if (flags & GEMM_EPILOGUE) {

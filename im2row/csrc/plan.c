@@ -51,7 +51,10 @@ static int pointwise_lowered(int64_t nr, const i2r_geom *g)
 {
     const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups, opix = g->oh * g->ow;
     const double wx_fill = (double)opix / (double)(cdiv(opix, nr) * nr);
-    const double lowered_fill = (double)ocg / (double)(cdiv(ocg, nr) * nr);
+    /* a last panel of at most NR/2 columns costs half a panel (gemm_ukernel.template.h) */
+    const int64_t tail = ocg % nr, cost = ocg / nr * nr + (tail == 0 ? 0 : tail <= nr / 2
+                                                           ? nr / 2 : nr);
+    const double lowered_fill = (double)ocg / (double)cost;
     return wx_fill < lowered_fill * (1.0 - 8.0 / (double)cg - 8.0 / (double)ocg);
 }
 
