@@ -37,25 +37,28 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
            MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
 }
 
+/* Share of the FMAs of NR-wide register tiles that n columns use: a last panel of at most
+ * NR/2 columns costs half a panel (gemm_ukernel.template.h). */
+static double panel_fill(int64_t n, int64_t nr)
+{
+    const int64_t tail = n % nr;
+    return (double)n / (double)(n - tail + (tail == 0 ? 0 : tail <= nr / 2 ? nr / 2 : nr));
+}
+
 /* A pointwise NCHW layer: W*X or the lowered GEMM (both sum each output's C products in
  * channel order, in the same K blocks: the same bits, so the choice may look at the map's
- * size). W*X's NR-wide panels of an image's pixels fill as opix fills whole panels (49
- * pixels: 49 of 64 columns), the lowered GEMM's weight panels as OCg does; the lowered form
- * also transposes the input and the result, ~8 products' time per value moved (fitted).
- * Measured (Zen 4, plan, 1 thread, N=1 / N=8, ms, W*X -> lowered): 960->160 at 7x7 0.19 ->
- * 0.17 / 1.52 -> 1.16, 2048->512 at 7x7 1.86 -> 1.29, 1024->512 at 13x13 20.2 -> 18.2 (N=8),
- * 576->96 at 14x14 2.01 -> 1.78 (N=8); W*X ahead where its panels fill or few channels make
- * the transposes dear: 240->40 at 28x28 0.18 against 0.27, 80->480 at 14x14 1.32 against
- * 1.44 (N=8), 16->96 at 112x112 0.47 against 0.72. */
+ * size). W*X's NR-wide panels are an image's pixels (49 pixels: 49 of 64 columns), the
+ * lowered GEMM's the output channels; the lowered form also transposes the input and the
+ * result, ~8 products' time per value moved (fitted). Measured (Zen 4, plan, 1 thread, N=1 /
+ * N=8, ms, W*X -> lowered): 960->160 at 7x7 0.19 -> 0.17 / 1.52 -> 1.16, 2048->512 at 7x7
+ * 1.86 -> 1.29, 1024->512 at 13x13 20.2 -> 18.2 (N=8); W*X ahead where its panels fill or
+ * few channels make the transposes dear: 240->40 at 28x28 0.18 against 0.27, 80->480 at
+ * 14x14 1.32 against 1.44 (N=8), 16->96 at 112x112 0.47 against 0.72. */
 static int pointwise_lowered(int64_t nr, const i2r_geom *g)
 {
-    const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups, opix = g->oh * g->ow;
-    const double wx_fill = (double)opix / (double)(cdiv(opix, nr) * nr);
-    /* a last panel of at most NR/2 columns costs half a panel (gemm_ukernel.template.h) */
-    const int64_t tail = ocg % nr, cost = ocg / nr * nr + (tail == 0 ? 0 : tail <= nr / 2
-                                                           ? nr / 2 : nr);
-    const double lowered_fill = (double)ocg / (double)cost;
-    return wx_fill < lowered_fill * (1.0 - 8.0 / (double)cg - 8.0 / (double)ocg);
+    const int64_t cg = g->c / g->groups, ocg = g->oc / g->groups;
+    return panel_fill(g->oh * g->ow, nr) <
+           panel_fill(ocg, nr) * (1.0 - 8.0 / (double)cg - 8.0 / (double)ocg);
 }
 
 enum { WX_MAX_K = 32 };   /* "auto" on NCHW: W*X for at most this many products per output */
