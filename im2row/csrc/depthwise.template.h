@@ -42,9 +42,9 @@ static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, co
  * channels, NHWC-ordered; padding columns zeroed once) that one output row reads, row p in
  * slot p mod ring_rows, each filled when first read; the dwrow microkernel computes each
  * output row from its KH rows. NCHW goes ring_chunk output rows at a time: the input rows
- * they read first are transposed into `in` at once, and their output rows, gathered in
- * `out`, transposed into the result at once (one transpose per row of a 7- or 14-wide map
- * left most of it to the scalar edge loop). Scratch after the ring: the padded row each
+ * they read are transposed into `in` at once, and their output rows, gathered in `out`,
+ * transposed into the result at once (one transpose per row of a 7- or 14-wide map left
+ * most of it to the scalar edge loop). Scratch after the ring: the padded row each
  * slot holds, the KH row pointers, and (NCHW) `in` and `out`. */
 static int64_t FN(ring_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x_img, T *y_img, int64_t r0, int64_t r1, T *ring)

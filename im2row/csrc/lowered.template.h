@@ -48,7 +48,8 @@ static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src,
 
 /* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
  * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
- * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels. */
+ * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels;
+ * a pointwise layer's pixels are transposed straight into buf. */
 static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T *x,
                                  int64_t group, int64_t p0, int64_t p1, T *buf, T *slab)
 {
@@ -90,7 +91,7 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
     for (int64_t n = low.n_first; n <= (p1 - 1) / opix; n++) {
         int64_t h0, h1;
         rows_read(g, max64(p0, n * opix) - n * opix, min64(p1, (n + 1) * opix) - n * opix,
-                      &h0, &h1);
+                  &h0, &h1);
         FN(transpose_rows)(L, g, x + (n * g->c + group * CG) * plane, CG, h0, h1,
                            slab + (n - low.n_first) * low.img + h0 * low.hs);
     }
