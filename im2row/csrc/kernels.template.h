@@ -101,15 +101,12 @@ static void FN(prefetch_k_block)(const i2r_layout *L, const T *rows, int64_t ld,
 static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *a,
                                int64_t lda, const k_run *runs, int64_t nruns, const T *bpack,
                                const T *bias, T *c, int64_t ldc, int64_t pa, int64_t pb,
-                               int64_t ncols, int cflags)
+                               int64_t ncols, int cflags, int64_t total)
 {
     const i2r_layout *L = &w->L;
     const KFN(gemm_segs) ukernel = L->FN(k).gemm_segs;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
-    int64_t total = 0;
-    for (int64_t s = 0; s < nruns; s++)
-        total += runs[s].len;
-    const int64_t kcs = k_block(total);
+    const int64_t kcs = k_block(total);   /* total: the runs' values */
     gemm_seg seg[GEMM_MAX_SEGS];
     for (int64_t s = 0, off = 0, done = 0; s < nruns;) {
         int64_t nseg = 0, kc = 0;   /* the next block: segments of runs s, s+1, ... */
@@ -179,7 +176,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
         total += runs[s].len;
     if (nruns > 1 && nruns <= GEMM_MAX_SEGS && total < nruns * KC && !low && !bbuf) {
         FN(gemm_segmented)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, ncols,
-                           cflags);
+                           cflags, total);
         return;
     }
     for (int64_t s = 0; s < nruns; s++) {

@@ -46,20 +46,18 @@ static void FN(pack_rows_hwio)(const i2r_layout *L, const T *w, const int64_t *w
  * source values [k0, k1) of panel p of group g, every rotation: a transpose, TR source values
  * at a time through the ISA's TR x TR register transpose (rows of the source's memory order
  * in) into TR whole packed rows, each then copied to its place in each rotation: whole rows,
- * since writing TR-wide quarters of them in separate passes made the stores miss. TR is one
- * 32-byte vector on every ISA.
+ * since writing TR-wide quarters of them in separate passes made the stores miss.
  * tap_rows[r*KH*KW + t] = tap_row(t, r), computed once per call (no division per value). */
 static void FN(pack_values_oihw)(const i2r_layout *L, const T *w, const int64_t *ws,
                                  const int64_t *tap_rows, int64_t g, int64_t p, int64_t k0,
                                  int64_t k1, T *packed)
 {
-    enum { TR = 32 / sizeof(T) };
-    const int64_t NR = L->nr, K = L->k, TAPS = L->kh * L->kw;
+    const int64_t NR = L->nr, K = L->k, TAPS = L->kh * L->kw, TR = L->FN(k).tr;
     const int64_t oc0 = p * NR, width = min64(NR, L->ocg - oc0);
     const int64_t rot_size = L->npanels * K * NR;
     const int contiguous = ws[2] == 1 && ws[1] == L->kw && ws[3] == TAPS;
     T *panel = packed + g * L->nrot * rot_size + p * K * NR;
-    T tile[TR * 32];   /* TR packed rows: NR <= 32 values (the widest tile, f32 AVX-512) */
+    T tile[16 * 32];   /* TR <= 16 packed rows of NR <= 32 values (f32 AVX-512's tile) */
     for (int64_t kb = k0; kb < k1; kb += TR) {
         const int64_t cols = min64(TR, k1 - kb);
         for (int64_t i0 = 0; i0 < NR; i0 += TR) {
