@@ -130,6 +130,7 @@ class Conv2d:
         self.in_channels, self.out_channels = cg * groups, oc
         self.kernel_size = (kh, kw)
         self._packed = None
+        self._nonfinite = None  # see _nonfinite_taps
         self._winograd = {}    # tile -> WinogradWeights, packed on first use
         self.tune = False
         self._tuned = set()    # (x_shape, nthreads) whose candidates were timed
@@ -185,6 +186,7 @@ class Conv2d:
         self.weight = np.ascontiguousarray(weight)
         self.bias = None if bias is None else np.ascontiguousarray(bias)
         self._winograd, self._tuned, self._lock = {}, set(), threading.Lock()
+        self._nonfinite = None  # the caller's weights: looked at anew
         self._prepared = {(x_shape, nthreads): (spec, method, geometry)}
         self._pack_flags = pack
         self._packed = self._pack(pack[0], pack[1], _backend.isa(), nthreads, op, pack[2])
@@ -287,6 +289,7 @@ class Conv2d:
         if x.size == 0:                     # empty image: every window sees only padding
             out4[...] = 0
             self._add_bias(out4, spec)
+            self._nan_at_nonfinite_padding_taps(out4, spec)
         elif method == "numpy":
             conv_numpy(x4, self.weight, self.bias, spec, out4)
         elif method == "im2col":
@@ -299,6 +302,8 @@ class Conv2d:
         else:
             ws, copied, threads = self._packed_for(method).run(
                 _kernel_input(x4), out4, geometry, method, nthreads, _backend.debug_strip)
+            if method == "i2r":             # the strip skips the taps that read padding
+                self._nan_at_nonfinite_padding_taps(out4, spec)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         if self.activation == "relu":
@@ -345,6 +350,42 @@ class Conv2d:
                 out4 += self.bias[:, None, None]
             else:
                 out4 += self.bias
+
+    def _nonfinite_taps(self):
+        """Bool (OC, KH, KW): the taps where some input channel's weight is Inf or NaN, or
+        None if every weight is finite. A plan's weights are its own, so it looks once; a
+        conv2d call looks at the caller's weights on each call."""
+        if self._nonfinite is None:
+            w = self.weight
+            if np.isfinite(np.dot(w.reshape(-1), w.reshape(-1))):   # one BLAS pass, no temp
+                self._nonfinite = False
+            else:   # Inf or NaN somewhere (or only an overflowing dot: then no tap is found)
+                bad = ~np.isfinite(w)
+                taps = (bad.any(axis=1) if self.layout == "NCHW"
+                        else bad.any(axis=2).transpose(2, 0, 1))
+                self._nonfinite = taps if taps.any() else False
+        return None if self._nonfinite is False else self._nonfinite
+
+    def _nan_at_nonfinite_padding_taps(self, out4, spec):
+        """Set NaN where a tap with an Inf or NaN weight reads padding: zero padding times
+        Inf is NaN in the definition (and in im2col, "im2row", "blocked", "numpy"), but the
+        kernels that skip padding taps ("i2r"'s strip, an empty image) never form the product.
+        Costs a dot over the weights when there is padding; more only with non-finite ones."""
+        top, bottom, left, right = spec.padding
+        if not (top or bottom or left or right):
+            return
+        taps = self._nonfinite_taps()
+        if taps is None:
+            return
+        (sh, sw), (dh, dw) = spec.stride, spec.dilation
+        ih = np.arange(spec.oh)[:, None] * sh - top + np.arange(spec.kh) * dh    # (OH, KH)
+        iw = np.arange(spec.ow)[:, None] * sw - left + np.arange(spec.kw) * dw   # (OW, KW)
+        row_pad, col_pad = (ih < 0) | (ih >= spec.h), (iw < 0) | (iw >= spec.w)
+        reads_pad = row_pad[:, None, :, None] | col_pad[None, :, None, :]   # (OH, OW, KH, KW)
+        hits = (reads_pad.reshape(spec.oh * spec.ow, -1).astype(np.float32)
+                @ taps.reshape(spec.oc, -1).T.astype(np.float32))          # (OH*OW, OC)
+        mask = hits.reshape(spec.oh, spec.ow, spec.oc) > 0
+        out4[:, mask if spec.layout == "NHWC" else mask.transpose(2, 0, 1)] = np.nan
 
     def _resolve(self, spec, geometry):
         return resolve_method(self.method, spec, geometry, self.allow_winograd, self._one_shot)

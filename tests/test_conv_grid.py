@@ -722,3 +722,63 @@ def test_strip_segments_match_lowered_bits(case, layout, isa):
             np.testing.assert_allclose(from_layout(res, layout), ref, rtol=0,
                                        atol=tolerance(dtype, case.c * case.kh * case.kw))
             np.testing.assert_array_equal(res, lowered, err_msg=f"{dtype} {threads}")
+
+
+# ---------------------------------------------------------------------------- non-finite weights
+
+NONFINITE_CASES = [Case("3x3-pad1", c=8, h=9, w=8, oc=5, padding=1),
+                   Case("5x5-asym-s2", c=3, h=11, w=10, oc=6, kh=5, kw=5, stride=2,
+                        padding=((2, 1), (0, 2))),
+                   Case("3x3-d2-g2", c=8, h=8, w=9, oc=4, groups=2, dilation=2, padding=2),
+                   Case("dw-3x3", c=6, h=7, w=7, oc=6, groups=6, padding=1),
+                   Case("1x1-pad1", c=4, h=5, w=6, oc=3, kh=1, kw=1, padding=1),
+                   Case("3x3-16ch-wide", c=16, h=32, w=31, oc=17, padding="same"),   # auto: i2r
+                   Case("h0-pad2", h=0, w=4, oc=4, padding=2)]
+assert all(valid(c) for c in NONFINITE_CASES)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("case", NONFINITE_CASES, ids=ids(NONFINITE_CASES))
+def test_nonfinite_weights_times_padding(case, method, layout):
+    """Zero padding times an Inf or NaN weight is NaN, as in the definition (the reference
+    multiplies the zero-padded input): also for the methods whose kernels skip the taps that
+    read padding ("i2r"'s strip, an empty image). Elsewhere Inf stays Inf."""
+    for dtype in DTYPES:
+        x, w, b, _ = data(case, dtype)
+        w = w.copy()
+        w[0, 0, 0, 0] = np.inf                                     # a corner tap
+        w[-1, -1, case.kh - 1, case.kw - 1] = -np.inf              # the opposite corner
+        w[min(1, case.oc - 1), 0, case.kh // 2, 0] = np.nan        # a left-column tap
+        with np.errstate(invalid="ignore"):
+            ref = conv2d_reference(x, w, b, **case.kwargs)
+        xl, wl = to_layout(x, w, layout)
+        for plan in (False, True):
+            out = np.full(out_shape(ref, layout), 7.0, dtype)
+            with np.errstate(invalid="ignore"):
+                if plan:
+                    res = im2row.Conv2d(wl, b, layout=layout, method=method,
+                                        **case.kwargs)(xl, out=out)
+                else:   # after a call with finite weights: the one-shot cache must not
+                    # remember what the weights held
+                    im2row.conv2d(xl, np.zeros_like(wl), b, layout=layout, method=method,
+                                  out=out, **case.kwargs)
+                    res = im2row.conv2d(xl, wl, b, layout=layout, method=method, out=out,
+                                        **case.kwargs)
+            got = from_layout(res, layout)
+            what = f"{case} {layout} {method} plan={plan} {np.dtype(dtype).name}"
+            if case.name == "3x3-16ch-wide" and method == "auto":   # the case covers auto's strip
+                assert im2row.Conv2d(wl, layout=layout, **case.kwargs).measure(
+                    xl)[1]["method"] == "i2r", what
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=what)
+            finite = np.isfinite(ref)
+            np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)], err_msg=what)
+            np.testing.assert_allclose(got[finite], ref[finite], rtol=0,
+                                       atol=tolerance(dtype, case.depth), err_msg=what)
+        # the fused ReLU passes NaN on, as np.maximum and torch.relu do
+        with np.errstate(invalid="ignore"):
+            res = im2row.Conv2d(wl, b, layout=layout, method=method, activation="relu",
+                                **case.kwargs)(xl)
+        got, want = from_layout(res, layout), np.maximum(ref, 0)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what} relu")

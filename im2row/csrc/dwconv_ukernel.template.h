@@ -48,7 +48,7 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
         for (int r = 0; r < DWR; r++)
 #pragma GCC unroll 8
             for (int v = 0; v < DWV; v++)
-                V_STORE(orow[r] + c0 + v * VN, relu ? V_MAX(acc[r][v], V_ZERO()) : acc[r][v]);
+                V_STORE(orow[r] + c0 + v * VN, relu ? V_MAX(V_ZERO(), acc[r][v]) : acc[r][v]);
     }
     for (; c0 < channels; c0 += VN) {   /* the last channels, one (partial) vector at a time */
         int n = channels - c0 < VN ? (int)(channels - c0) : VN;
@@ -60,7 +60,7 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
                     const T *wt = w + (sg * seg_taps + i) * channels + c0;
                     acc = V_FMA(V_LOAD_N(p, n), V_LOAD_N(wt, n), acc);
                 }
-            V_STORE_N(orow[r] + c0, relu ? V_MAX(acc, V_ZERO()) : acc, n);
+            V_STORE_N(orow[r] + c0, relu ? V_MAX(V_ZERO(), acc) : acc, n);
         }
     }
 }
@@ -74,7 +74,7 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
 /* n outputs of acc (ReLU applied if asked) to o */
 #define DW_STORE(o, acc, n)                                          \
     do {                                                             \
-        V v_ = relu ? V_MAX(acc, V_ZERO()) : (acc);                  \
+        V v_ = relu ? V_MAX(V_ZERO(), acc) : (acc);                  \
         if ((n) == VN)                                               \
             V_STORE(o, v_);                                          \
         else                                                         \
@@ -220,7 +220,7 @@ static inline __attribute__((always_inline)) void DWROW_TILE(
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
-            V r = relu ? V_MAX(acc[i][v], V_ZERO()) : acc[i][v];
+            V r = relu ? V_MAX(V_ZERO(), acc[i][v]) : acc[i][v];
             if (masked)
                 V_STORE_N(o + i * C + v * VN, r, n);
             else

@@ -1,8 +1,9 @@
 /* One GEMM microkernel (contract in gemm.h), instantiated by defining before inclusion:
  *   T, V (vector type), VN (lanes), MR (rows), NRV (vectors per row: NR = NRV*VN), KNAME,
  *   V_ZERO(), V_LOAD(p), V_LOAD_N(p, n), V_STORE(p, v), V_STORE_N(p, v, n) (first n lanes),
- *   V_BCAST(p) (broadcast *p), V_FMA(a, b, acc) (a*b + acc), V_MAX(a, b), V_STREAM(p, v)
- *   (non-temporal store, p vector-aligned) and optionally V_STREAM16(p, v) (the same with
+ *   V_BCAST(p) (broadcast *p), V_FMA(a, b, acc) (a*b + acc), V_MAX(a, b) (b where either
+ *   is NaN, as x86's maxps: ReLU is V_MAX(0, x), so NaN passes as in np.maximum and
+ *   torch.relu), V_STREAM(p, v) (non-temporal store, p vector-aligned) and optionally V_STREAM16(p, v) (the same with
  *   16-byte alignment only).
  * The loops over MR and NRV have constant bounds and are fully unrolled, so acc[][] lives in
  * registers (14x32 f32 on AVX-512: 28 zmm accumulators, 2 B loads and 14 broadcasts per
@@ -144,7 +145,7 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
             for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
                 for (int v = 0; v < NRV; v++)
-                    acc[i][v] = V_MAX(acc[i][v], V_ZERO());
+                    acc[i][v] = V_MAX(V_ZERO(), acc[i][v]);   /* NaN stays NaN */
         }
     }
 

@@ -154,7 +154,7 @@ WINO_INLINE void WINO_CAT(WINO_OUT_NAME, body)(const int tile, size_t n, const T
             for (size_t q = 0; q < m; q++) {
                 V val = V_ADD(o[q], b);
                 if (relu)
-                    val = V_MAX(val, vz);
+                    val = V_MAX(vz, val);
                 WINO_STORE(py[r * m + q] + c, val, cn);
             }
         }
