@@ -357,9 +357,9 @@ class Conv2d:
         conv2d call looks at the caller's weights on each call."""
         if self._nonfinite is None:
             w = self.weight
-            if np.isfinite(np.dot(w.reshape(-1), w.reshape(-1))):   # one BLAS pass, no temp
+            if np.isfinite(w).all():   # (not a BLAS dot: its threads would spin after it)
                 self._nonfinite = False
-            else:   # Inf or NaN somewhere (or only an overflowing dot: then no tap is found)
+            else:
                 bad = ~np.isfinite(w)
                 taps = (bad.any(axis=1) if self.layout == "NCHW"
                         else bad.any(axis=2).transpose(2, 0, 1))
@@ -370,7 +370,7 @@ class Conv2d:
         """Set NaN where a tap with an Inf or NaN weight reads padding: zero padding times
         Inf is NaN in the definition (and in im2col, "im2row", "blocked", "numpy"), but the
         kernels that skip padding taps ("i2r"'s strip, an empty image) never form the product.
-        Costs a dot over the weights when there is padding; more only with non-finite ones."""
+        Costs one pass over the weights when there is padding; more only with non-finite ones."""
         top, bottom, left, right = spec.padding
         if not (top or bottom or left or right):
             return
