@@ -12,6 +12,28 @@ static inline void FN(copy_channels)(T *dst, const T *src, int64_t n)
         dst[i] = src[i];
 }
 
+/* `rows` runs of n values, the r-th from src + r*src_stride to dst + r*dst_stride (a strip
+ * slot down the strip's rows). A run of a few channels (RGB, RGBA, grey) is a couple of moves
+ * when its length is a constant: the switch gives each such length its own loop, where the
+ * loop in copy_channels tested the count for every value (17% of a 3->32 stem's time). */
+static inline void FN(copy_channel_rows)(T *dst, int64_t dst_stride, const T *src,
+                                         int64_t src_stride, int64_t rows, int64_t n)
+{
+    switch (n) {
+#define COPY_ROWS(N)                                                                         \
+    case N:                                                                                \
+        for (int64_t r = 0; r < rows; r++)                                                 \
+            memcpy(dst + r * dst_stride, src + r * src_stride, N * sizeof(T));             \
+        return;
+    COPY_ROWS(1) COPY_ROWS(2) COPY_ROWS(3) COPY_ROWS(4)
+    COPY_ROWS(6) COPY_ROWS(8) COPY_ROWS(12)
+#undef COPY_ROWS
+    default:
+        for (int64_t r = 0; r < rows; r++)
+            FN(copy_channels)(dst + r * dst_stride, src + r * src_stride, n);
+    }
+}
+
 static inline void FN(zero_channels)(T *dst, int64_t n)
 {
     if (n >= 16) {

@@ -74,8 +74,7 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
     } else {
         int64_t stride;
         const T *in = FN(input_column)(L, g, group, src, rows, col, &stride);
-        for (int64_t h = 0; h < rows; h++, dst += KW * CG, in += stride)
-            FN(copy_channels)(dst, in, CG);
+        FN(copy_channel_rows)(dst, KW * CG, in, stride, rows, CG);
     }
     return rows * CG;
 }
