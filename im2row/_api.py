@@ -357,7 +357,7 @@ class Conv2d:
         conv2d call looks at the caller's weights on each call."""
         if self._nonfinite is None:
             w = self.weight
-            if np.isfinite(w).all():   # (not a BLAS dot: its threads would spin after it)
+            if np.isfinite(w).all():
                 self._nonfinite = False
             else:
                 bad = ~np.isfinite(w)
@@ -381,11 +381,11 @@ class Conv2d:
         ih = np.arange(spec.oh)[:, None] * sh - top + np.arange(spec.kh) * dh    # (OH, KH)
         iw = np.arange(spec.ow)[:, None] * sw - left + np.arange(spec.kw) * dw   # (OW, KW)
         row_pad, col_pad = (ih < 0) | (ih >= spec.h), (iw < 0) | (iw >= spec.w)
-        reads_pad = row_pad[:, None, :, None] | col_pad[None, :, None, :]   # (OH, OW, KH, KW)
-        hits = (reads_pad.reshape(spec.oh * spec.ow, -1).astype(np.float32)
-                @ taps.reshape(spec.oc, -1).T.astype(np.float32))          # (OH*OW, OC)
-        mask = hits.reshape(spec.oh, spec.ow, spec.oc) > 0
-        out4[:, mask if spec.layout == "NHWC" else mask.transpose(2, 0, 1)] = np.nan
+        o = out4 if spec.layout == "NHWC" else out4.transpose(0, 2, 3, 1)   # a view
+        for kh, kw in zip(*np.nonzero(taps.any(axis=0))):   # only the border: no big mask
+            ocs = np.flatnonzero(taps[:, kh, kw])[None, :]
+            o[:, np.flatnonzero(row_pad[:, kh])[:, None], :, ocs] = np.nan
+            o[:, :, np.flatnonzero(col_pad[:, kw])[:, None], ocs] = np.nan
 
     def _resolve(self, spec, geometry):
         return resolve_method(self.method, spec, geometry, self.allow_winograd, self._one_shot)

@@ -3,8 +3,8 @@
  *   V_ZERO(), V_LOAD(p), V_LOAD_N(p, n), V_STORE(p, v), V_STORE_N(p, v, n) (first n lanes),
  *   V_BCAST(p) (broadcast *p), V_FMA(a, b, acc) (a*b + acc), V_MAX(a, b) (b where either
  *   is NaN, as x86's maxps: ReLU is V_MAX(0, x), so NaN passes as in np.maximum and
- *   torch.relu), V_STREAM(p, v) (non-temporal store, p vector-aligned) and optionally V_STREAM16(p, v) (the same with
- *   16-byte alignment only).
+ *   torch.relu), V_STREAM(p, v) (non-temporal store, p vector-aligned) and optionally
+ *   V_STREAM16(p, v) (the same with 16-byte alignment only).
  * The loops over MR and NRV have constant bounds and are fully unrolled, so acc[][] lives in
  * registers (14x32 f32 on AVX-512: 28 zmm accumulators, 2 B loads and 14 broadcasts per
  * 28 FMAs). Include dwconv_ukernel.template.h right after it: it reuses the macros.
