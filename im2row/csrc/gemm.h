@@ -42,6 +42,21 @@ typedef void (*gemm_segs_f64_fn)(GEMM_SEGS_ARGS(double));
 #define GEMM_SEGS_NAME_(name) name##_segs
 #define GEMM_SEGS_NAME(name) GEMM_SEGS_NAME_(name)
 
+/* The packing form (<name>_packb): the plain form with B read from weight rows in the
+ * caller's layout (row k at bsrc + k*ldb, nr values) instead of a packed panel, each row
+ * also stored into the panel at bdst (kc x NR, zero past nr) for the row tiles after it: a
+ * one-off call's weights are packed by the first tile that multiplies them, the loads from
+ * memory hidden behind its FMAs. */
+#define GEMM_PACKB_ARGS(T) size_t mr, size_t nr, size_t kc, const T *a, size_t lda,       \
+                           const T *bsrc, size_t ldb, T *bdst, T *c, size_t ldc,           \
+                           const T *bias, int flags
+typedef void (*gemm_packb_f32_fn)(GEMM_PACKB_ARGS(float));
+typedef void (*gemm_packb_f64_fn)(GEMM_PACKB_ARGS(double));
+#define GEMM_PACKB_NAME_(name) name##_packb
+#define GEMM_PACKB_NAME(name) GEMM_PACKB_NAME_(name)
+#define GEMM_BODY_NAME_(name) name##_body
+#define GEMM_BODY_NAME(name) GEMM_BODY_NAME_(name)
+
 /* Depthwise convolution of one output pixel over all channels (dwconv_ukernel.template.h). */
 #define DWCONV_ARGS(T) size_t m, size_t channels, size_t nseg, size_t seg_taps, \
     size_t seg_stride, const T *a, size_t lda, const T *w, const T *bias, T *out, size_t ldo, \
@@ -92,6 +107,7 @@ typedef void (*stream_copy_fn)(void *dst, const void *src, size_t bytes);
         int tr;                          /* tile of the transpose */                        \
         gemm_##SFX##_fn gemm;                                                               \
         gemm_segs_##SFX##_fn gemm_segs;                                                     \
+        gemm_packb_##SFX##_fn gemm_packb;                                                   \
         dwconv_##SFX##_fn dwconv;                                                           \
         dwplane_##SFX##_fn dwplane;                                                         \
         dwrow_##SFX##_fn dwrow;                                                             \
@@ -115,7 +131,8 @@ void stream_copy_generic(void *dst, const void *src, size_t bytes);
 #define GEMM_DECLARE(name, T) \
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
               size_t ldc, const T *bias, int flags); \
-    void name##_segs(GEMM_SEGS_ARGS(T))
+    void name##_segs(GEMM_SEGS_ARGS(T)); \
+    void name##_packb(GEMM_PACKB_ARGS(T))
 #define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
 #define WINO_DECLARE(isa, T, SFX) \
     void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T)); \

@@ -19,9 +19,14 @@
 #define V_STREAM16(p, v) V_STREAM(p, v)
 #endif
 
-void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *seg,
-                           const T *a, size_t lda, const T *b, T *c, size_t ldc,
-                           const T *bias, int flags)
+/* The kernel body. With bsrc (the packing form, one segment), B is read from the weight
+ * rows at bsrc + k*ldb (nr columns, the rest zero) and copied into the panel at bdst as it is
+ * multiplied; else from the packed panels at b. Inlined into each public form with constant
+ * bsrc/bdst, so the plain forms carry none of it. */
+static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
+    size_t mr, size_t nr, size_t nseg, const gemm_seg *seg, const T *a, size_t lda,
+    const T *b, T *c, size_t ldc, const T *bias, int flags, const T *bsrc, size_t ldb,
+    T *bdst)
 {
     const T *ap[MR];
     T *cp[MR];
@@ -62,15 +67,37 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
      * 0.87x the time, 2048->512 1x1 at 7x7 0.94x, the 3->64 7x7 stem 0.92x, GEMM-bound
      * layers 0.97-1.0x. Past the end of B it prefetches the next panel (or nothing). */
 #define B_PREFETCH 24
-#define K_LOOP_NV(ROWS, ROW, STEP, NV)                                      \
+#define B_PACKED(k, v, dst) dst = V_LOAD(bs + (k) * NR_ + (v) * VN)
+#define B_PREFETCH_PACKED(k)                                                \
+    _Pragma("GCC unroll 4")                                                 \
+    for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)            \
+        __builtin_prefetch((const char *)(bs + ((k) + B_PREFETCH) * NR_) + 64 * l, 0, 3)
+    /* The packing form: each weight row is one or two lines B_SRC_PREFETCH rows ahead, at a
+     * stride the hardware prefetcher loses at every page (rows of 1-8 KiB); far enough
+     * ahead to cover a memory latency with the FMAs of the rows between. Rows past kc are
+     * the next K block's, which this panel's first tile reads next. */
+#define B_SRC_PREFETCH 48
+#define B_SRC_FULL(k, v, dst)                                               \
+    do {                                                                    \
+        dst = V_LOAD(bsrc + (k) * ldb + (v) * VN);                          \
+        V_STORE(bdst + (k) * NR_ + (v) * VN, dst);                          \
+    } while (0)
+#define B_SRC_PART(k, v, dst)                                               \
+    do {                                                                    \
+        dst = lanes[v] ? V_LOAD_N(bsrc + (k) * ldb + (v) * VN, lanes[v]) : V_ZERO(); \
+        V_STORE(bdst + (k) * NR_ + (v) * VN, dst);                          \
+    } while (0)
+#define B_PREFETCH_SRC(k)                                                   \
+    _Pragma("GCC unroll 4")                                                 \
+    for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)            \
+        __builtin_prefetch((const char *)(bsrc + ((k) + B_SRC_PREFETCH) * ldb) + 64 * l, 0, 2)
+#define K_LOOP_B(ROWS, ROW, STEP, NV, LOAD_B, PREFETCH_B)                   \
     for (size_t k = 0; k < kc; k++) {                                       \
         V bv[NRV];                                                          \
         _Pragma("GCC unroll 4")                                             \
         for (int v = 0; v < (NV); v++)                                      \
-            bv[v] = V_LOAD(bs + k * NR_ + v * VN);                          \
-        _Pragma("GCC unroll 4")                                             \
-        for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)        \
-            __builtin_prefetch((const char *)(bs + (k + B_PREFETCH) * NR_) + 64 * l, 0, 3); \
+            LOAD_B(k, v, bv[v]);                                            \
+        PREFETCH_B(k);                                                      \
         _Pragma("GCC unroll 16")                                            \
         for (int i = 0; i < (ROWS); i++) {                                  \
             V av = V_BCAST(ROW(i));                                         \
@@ -80,6 +107,7 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
         }                                                                   \
         STEP;                                                               \
     }
+#define K_LOOP_NV(ROWS, ROW, STEP, NV) K_LOOP_B(ROWS, ROW, STEP, NV, B_PACKED, B_PREFETCH_PACKED)
     /* A panel whose columns fit in its first half (the last panel of OCg = 40, 80, 144, 9):
      * the FMAs of half the vectors (the other half's accumulators stay zero, unstored). */
 #define K_LOOP(ROWS, ROW, STEP)                                             \
@@ -87,6 +115,28 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
         K_LOOP_NV(ROWS, ROW, STEP, NRV / 2)                                 \
     else                                                                    \
         K_LOOP_NV(ROWS, ROW, STEP, NRV)
+    if (bsrc) {   /* the packing form: one segment; all NRV vectors, zero past nr */
+        const size_t kc = seg[0].len;
+        const T *base[(MR + 2) / 3];
+#pragma GCC unroll 8
+        for (int j = 0; j < (MR + 2) / 3; j++)
+            base[j] = a + (size_t)(3 * j) * lda;
+#define ROW_FULL(i) (base[(i) / 3] + ((i) % 3) * lda)
+#define STEP_FULL _Pragma("GCC unroll 8") for (int j = 0; j < (MR + 2) / 3; j++) base[j]++
+#define ROW_TAIL(i) (ap[i] + k)
+        if (mr == MR && nr == NR_)
+            K_LOOP_B(MR, ROW_FULL, STEP_FULL, NRV, B_SRC_FULL, B_PREFETCH_SRC)
+        else if (mr == MR)
+            K_LOOP_B(MR, ROW_FULL, STEP_FULL, NRV, B_SRC_PART, B_PREFETCH_SRC)
+        else if (nr == NR_)
+            K_LOOP_B(MR, ROW_TAIL, (void)0, NRV, B_SRC_FULL, B_PREFETCH_SRC)
+        else
+            K_LOOP_B(MR, ROW_TAIL, (void)0, NRV, B_SRC_PART, B_PREFETCH_SRC)
+#undef ROW_FULL
+#undef STEP_FULL
+#undef ROW_TAIL
+        nseg = 0;   /* (the segment loop below is the other form's) */
+    }
     for (size_t s = 0; s < nseg; s++) {
         const T *bs = b + seg[s].b * NR_;
         const size_t sa = seg[s].a, kc = seg[s].len;
@@ -120,6 +170,13 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
     }
 #undef K_LOOP
 #undef K_LOOP_NV
+#undef K_LOOP_B
+#undef B_PACKED
+#undef B_PREFETCH_PACKED
+#undef B_SRC_FULL
+#undef B_SRC_PART
+#undef B_PREFETCH_SRC
+#undef B_SRC_PREFETCH
 #undef B_PREFETCH
 
     if (flags & GEMM_EPILOGUE) {
@@ -184,12 +241,23 @@ void GEMM_SEGS_NAME(KNAME)(size_t mr, size_t nr, size_t nseg, const gemm_seg *se
         }
 }
 
+void GEMM_SEGS_NAME(KNAME)(GEMM_SEGS_ARGS(T))
+{
+    GEMM_BODY_NAME(KNAME)(mr, nr, nseg, seg, a, lda, b, c, ldc, bias, flags, NULL, 0, NULL);
+}
+
 /* The plain form: one segment of kc values. */
 void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c,
            size_t ldc, const T *bias, int flags)
 {
     const gemm_seg one = {0, 0, kc};
     GEMM_SEGS_NAME(KNAME)(mr, nr, 1, &one, a, lda, b, c, ldc, bias, flags);
+}
+
+void GEMM_PACKB_NAME(KNAME)(GEMM_PACKB_ARGS(T))
+{
+    const gemm_seg one = {0, 0, kc};
+    GEMM_BODY_NAME(KNAME)(mr, nr, 1, &one, a, lda, NULL, c, ldc, bias, flags, bsrc, ldb, bdst);
 }
 
 #undef NR_

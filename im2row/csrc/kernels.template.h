@@ -72,33 +72,9 @@ typedef struct {
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
                             int64_t p0, int64_t mc, int64_t k0, int64_t kc, int64_t lda, T *a);
 
-/* Deferred weights (I2R_PACK_DEFERRED): rows [k0, k0 + kc) of weight panels [pa, pb), packed
- * from a group's HWIO rows (row k at rows + k*ld, the OCg output channels contiguous) into
- * dst, panel p's block at (p - pa)*kc*NR (kc x NR, zeros past OCg), as pack_rows_hwio lays
- * out the unrotated panels. The source rows are read in memory order, whole. */
-static void FN(pack_k_block)(const i2r_layout *L, const T *rows, int64_t ld, int64_t pa,
-                             int64_t pb, int64_t k0, int64_t kc, T *restrict dst)
-{
-    const int64_t NR = L->nr, OCG = L->ocg;
-    for (int64_t k = 0; k < kc; k++) {
-        const T *src = rows + (k0 + k) * ld;
-        for (int64_t p = pa; p < pb; p++) {
-            T *d = dst + ((p - pa) * kc + k) * NR;
-            const int64_t width = min64(NR, OCG - p * NR);
-            if (width == NR) {
-                for (int64_t i = 0; i < NR; i++)
-                    d[i] = src[p * NR + i];
-            } else {
-                for (int64_t i = 0; i < NR; i++)
-                    d[i] = i < width ? src[p * NR + i] : (T)0;
-            }
-        }
-    }
-}
-
-/* Deferred weights: prefetch share `part` of `parts` of the source rows pack_k_block reads
- * for rows [k0, k0 + kc) of panels [pa, pb), issued while the block before is multiplied so
- * that the packing reads the cache and the memory traffic overlaps the FMAs. */
+/* Deferred weights: prefetch share `part` of `parts` of the HWIO rows [k0, k0 + kc) of
+ * panels [pa, pb) (row r at rows + r*ld), issued while the block before is multiplied so
+ * that the packing tiles read the cache and the memory traffic overlaps the FMAs. */
 static void FN(prefetch_k_block)(const i2r_layout *L, const T *rows, int64_t ld, int64_t pa,
                                  int64_t pb, int64_t k0, int64_t kc, int64_t part,
                                  int64_t parts)
@@ -175,8 +151,10 @@ static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *
  * L1/L2, reused by every panel), then NR panels and MR tiles; the register tile accumulates
  * in C across K blocks and runs. With bbuf (deferred weights, one run of all K), bpack is
  * the group's HWIO rows instead: the panels are taken deferred_panels at a time, and each
- * K block of them is packed into bbuf before the row blocks use it, as a BLIS GEMM packs
- * B. */
+ * K block of a panel is packed into bbuf by the first row tile that multiplies it (the
+ * packing form of the microkernel, its loads overlapping its FMAs), the other tiles reading
+ * bbuf. A separate packing pass before the tiles, as a BLIS GEMM packs B, stalled on memory:
+ * 32% of a one-off 512->512 3x3 at 7x7 (perf, Zen 3). */
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
                              T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
@@ -185,6 +163,7 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
 {
     const i2r_layout *L = &w->L;
     const KFN(gemm) ukernel = L->FN(k).gemm;
+    const KFN(gemm_packb) packb = L->FN(k).gemm_packb;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
     const int64_t npb = bbuf ? deferred_panels(L) : pb - pa;
     if (pb - pa > npb) {
@@ -210,8 +189,6 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
             int flags = (first ? cflags & GEMM_ACCUMULATE : GEMM_ACCUMULATE) |
                         (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) |
                                 (cflags & GEMM_STREAM) : 0);
-            if (bbuf)
-                FN(pack_k_block)(L, bpack, w->hwio_ld, pa, pb, run.b + k0, kc, bbuf);
             for (int64_t m0 = 0; m0 < M; m0 += MC) {
                 int64_t mc = min64(M - m0, MC);
                 const T *ablk = a + m0 * lda + run.a + k0;
@@ -231,11 +208,18 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                                              min64(run.len - k0 - kc, kcs), p - pa, pb - pa);
                     for (int64_t i = 0; i < mc; i += MR) {
                         int64_t mr = min64(mc - i, MR);
+                        const int tflags = flags | (cflags & GEMM_ROW_BIAS);
+                        T *ct = c + (m0 + i) * ldc + p * NR;
                         if (bias && (cflags & GEMM_ROW_BIAS))
                             bb = bias + m0 + i;
-                        ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
-                                (size_t)ald, bp, c + (m0 + i) * ldc + p * NR, (size_t)ldc,
-                                bb, flags | (cflags & GEMM_ROW_BIAS));
+                        if (bbuf && m0 == 0 && i == 0)   /* the first tile packs the panel */
+                            packb((size_t)mr, (size_t)nr, (size_t)kc, ablk, (size_t)ald,
+                                  bpack + (run.b + k0) * w->hwio_ld + p * NR,
+                                  (size_t)w->hwio_ld, bbuf + (p - pa) * kc * NR, ct,
+                                  (size_t)ldc, bb, tflags);
+                        else
+                            ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
+                                    (size_t)ald, bp, ct, (size_t)ldc, bb, tflags);
                     }
                 }
             }
