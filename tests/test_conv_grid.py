@@ -391,6 +391,31 @@ def test_compiled_streamed_results_into_misaligned_out(method, case, offset, isa
         assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
 
 
+# 17 MB of float32 result, streamed where L2 is up to 2 MiB
+NCHW_STREAM_CASE = Case("stream-3-64-256x256", n=1, c=3, h=256, w=256, oc=64, padding=1)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("offset", [4, 16, 40])
+def test_compiled_streamed_nchw_rows_into_misaligned_out(offset, threads, isa):
+    """NCHW W*X ("blocked") into an out= `offset` bytes past a cache line, its channel rows
+    (256x256 pixels) all at that offset: each thread's pixels up to the first line boundary
+    stored, the rest streamed as whole lines. The same bits as into an aligned result, nothing
+    written outside out."""
+    case = NCHW_STREAM_CASE
+    for dtype in DTYPES:
+        if offset % np.dtype(dtype).itemsize:
+            continue
+        x, w, b, ref = data(case, dtype)
+        aligned = conv(case, x, w, b, "NCHW", "blocked", num_threads=threads)
+        check_close(aligned, ref, case, dtype, "NCHW", "blocked")
+        out, raw, start = misaligned_out(aligned.shape, dtype, offset)
+        res = conv(case, x, w, b, "NCHW", "blocked", out=out, num_threads=threads)
+        assert res is out and out.ctypes.data % 64 == offset
+        np.testing.assert_array_equal(res, aligned)
+        assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
+
+
 # A 3-channel stem whose float32 result (17 MB) is over 8 L2 caches of 2 MiB: streamed on
 # every CPU seen. Its 301 columns are not a multiple of any gather width, and split unevenly
 # among 3 threads.

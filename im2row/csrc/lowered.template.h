@@ -237,14 +237,28 @@ static int64_t FN(wx_task)(const struct i2r_weights *w, const i2r_geom *g, const
     const int cflags = GEMM_ROW_BIAS | (s->stream ? GEMM_STREAM : 0);
     for (int64_t p = p0; p < p1;) {
         const int64_t n = p / opix, end = min64(p1, (n + 1) * opix);
-        const int64_t q0 = p - n * opix, npix = end - p, np = cdiv(npix, NR);
         const T *x_img = x + (n * g->c + group * CG) * g->h * g->w;
-        T *yb = y + (n * g->oc + group * OCG) * opix + q0;
-        for (int64_t b0 = 0; b0 < np; b0 += s->wx_panels) {
-            const int64_t nb = min64(s->wx_panels, np - b0);
-            FN(lower_panels)(g, x_img, CG, NR, q0, npix, b0, nb, panels);
-            FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yb + b0 * NR, opix, 0, nb,
-                             min64(nb * NR, npix - b0 * NR), cflags, NULL, NULL, 0, NULL);
+        T *yb = y + (n * g->oc + group * OCG) * opix + p - n * opix;
+        /* A streamed tile row is NR pixels of one channel. Where the output's channel rows
+         * start off a cache line but all at the same offset (out= from NumPy is 16-byte
+         * aligned), the pixels up to the first line boundary go first, with plain stores, so
+         * that every tile after them streams whole lines: a line streamed in parts by two
+         * tiles reaches memory as two read-modify-writes (3->64 3x3 at 180x320 into such an
+         * out=, Zen 4, 1 thread: 5.1 -> 2.4 ms). The sums are the same either way. */
+        int64_t head = 0;
+        if (s->stream && opix * (int64_t)sizeof(T) % 64 == 0)
+            head = min64(end - p, (int64_t)(-(uintptr_t)yb % 64) / (int64_t)sizeof(T));
+        for (int part = 0; part < 2; part++) {
+            const int64_t q0 = p - n * opix + (part ? head : 0);
+            const int64_t npix = part ? end - p - head : head, np = cdiv(npix, NR);
+            T *yq = yb + (part ? head : 0);
+            for (int64_t b0 = 0; b0 < np; b0 += s->wx_panels) {
+                const int64_t nb = min64(s->wx_panels, np - b0);
+                FN(lower_panels)(g, x_img, CG, NR, q0, npix, b0, nb, panels);
+                FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yq + b0 * NR, opix, 0,
+                                 nb, min64(nb * NR, npix - b0 * NR),
+                                 part ? cflags : cflags & ~GEMM_STREAM, NULL, NULL, 0, NULL);
+            }
         }
         p = end;
     }
