@@ -698,7 +698,10 @@ def test_workspace_bytes_huge_sizes_never_wrap(sweep, method, layout):
         oh, ow = (xs[2] - kh + 1, xs[3] - kw + 1) if layout == "NCHW" else \
             (xs[1] - kh + 1, xs[2] - kw + 1)
         if method in ("im2row", "blocked") and layout == "NHWC" and kh == kw == 1:
-            assert ws["copied"] == 0, (sweep, k, ws)    # the GEMM reads the input in place
+            # the GEMM reads the input in place, but "blocked" copies pixels a multiple of
+            # 4 KiB apart (they would share an L1 set) into rows that are not
+            aliased = method == "blocked" and c * 4 % 4096 == 0
+            assert ws["copied"] == (n * oh * ow * c * 4 if aliased else 0), (sweep, k, ws)
         elif method != "i2r":   # the others write the whole im2row matrix
             assert ws["copied"] == n * oh * ow * c * kh * kw * 4, (sweep, k, ws)
         if prev is not None:

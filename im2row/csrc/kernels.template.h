@@ -194,9 +194,9 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                 const T *ablk = a + m0 * lda + run.a + k0;
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
-                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, kc, low->abuf);
+                    ald = a_row_stride(kc, (int64_t)sizeof(T));
+                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, ald, low->abuf);
                     ablk = low->abuf;
-                    ald = kc;
                 }
                 for (int64_t p = pa; p < pb; p++) {
                     int64_t nr = min64(ncols - p * NR, NR);

@@ -25,13 +25,14 @@ static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(low
 }
 
 /* Rows [pix0, pix1) (output pixels of one image) of the im2row matrix of one group, columns
- * in (kh, kw, c) order. The input rows [h0, H) of the group are read as NHWC-ordered rows:
- * row h at src + (h - h0)*hs, column w at + w*ws, Cg contiguous channels. */
+ * in (kh, kw, c) order, lda apart in buf. The input rows [h0, H) of the group are read as
+ * NHWC-ordered rows: row h at src + (h - h0)*hs, column w at + w*ws, Cg contiguous channels. */
 static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src, int64_t hs,
-                           int64_t ws, int64_t h0, int64_t pix0, int64_t pix1, T *buf)
+                           int64_t ws, int64_t h0, int64_t pix0, int64_t pix1, T *buf,
+                           int64_t lda)
 {
     const int64_t CG = L->cg;
-    for (int64_t p = pix0; p < pix1; p++) {
+    for (int64_t p = pix0; p < pix1; p++, buf += lda - L->k) {
         int64_t oh = p / g->ow, ow = p % g->ow;
         for (int64_t kh = 0; kh < g->kh; kh++) {
             int64_t h = oh * g->sh + kh * g->dh - g->pt;
@@ -47,11 +48,12 @@ static void FN(lower_rows)(const i2r_layout *L, const i2r_geom *g, const T *src,
 }
 
 /* Lower rows [p0, p1) of the batch's im2row matrix (row p: image p / (OH*OW), pixel
- * p % (OH*OW)) for one group into buf. NCHW input is first transposed, the input rows each
+ * p % (OH*OW)) for one group into buf, lda apart. NCHW input is first transposed, the input rows each
  * image's pixels need, into `slab` (rows x W x Cg), so the lowering copies runs of channels;
  * a pointwise layer's pixels are transposed straight into buf. */
 static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T *x,
-                                 int64_t group, int64_t p0, int64_t p1, T *buf, T *slab)
+                                 int64_t group, int64_t p0, int64_t p1, T *buf, int64_t lda,
+                                 T *slab)
 {
     const int64_t CG = L->cg, c0 = group * CG, plane = g->h * g->w, opix = g->oh * g->ow;
     for (int64_t p = p0; p < p1;) {
@@ -59,16 +61,16 @@ static void FN(lower_batch_rows)(const i2r_layout *L, const i2r_geom *g, const T
         int64_t pix0 = p - n * opix, pix1 = end - n * opix;
         const T *x_img = x + n * g->c * plane;
         if (g->nhwc) {
-            FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf);
+            FN(lower_rows)(L, g, x_img + c0, g->w * g->c, g->c, 0, pix0, pix1, buf, lda);
         } else if (is_pointwise(g)) {   /* the pixels' channels are the im2row rows */
-            FN(transpose)(L, x_img + c0 * plane + pix0, CG, pix1 - pix0, plane, buf, CG, 1);
+            FN(transpose)(L, x_img + c0 * plane + pix0, CG, pix1 - pix0, plane, buf, lda, 1);
         } else {
             int64_t h0, h1;
             rows_read(g, pix0, pix1, &h0, &h1);
             FN(transpose_rows)(L, g, x_img + c0 * plane, CG, h0, h1, slab);
-            FN(lower_rows)(L, g, slab, g->w * CG, CG, h0, pix0, pix1, buf);
+            FN(lower_rows)(L, g, slab, g->w * CG, CG, h0, pix0, pix1, buf, lda);
         }
-        buf += (end - p) * L->k;
+        buf += (end - p) * lda;
         p = end;
     }
 }
@@ -109,7 +111,8 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const T *a;
     int64_t lda, M = p1 - p0, copied = 0;
     FN(lowering) low, *lowp = NULL;
-    if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix */
+    if (s->direct) {   /* 1x1, stride 1, no padding, NHWC: the input is the im2row matrix
+                        * (unless its rows alias in the L1: make_schedule) */
         a = x + p0 * g->c + group * L->cg;
         lda = g->c;
     } else if (s->blocked) {
@@ -119,9 +122,9 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         lda = 0;
         copied = M * L->k * lowering_passes(L, s, pa, pb);
     } else {
-        FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, slab);
+        lda = a_row_stride(L->k, (int64_t)sizeof(T));
+        FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, lda, slab);
         a = buf;
-        lda = L->k;
         copied = M * L->k;
     }
     /* deferred: the group's HWIO rows, packed by the GEMM */

@@ -323,17 +323,20 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
             s->ntasks = L->groups * s->parts;
         }
         int pointwise = is_pointwise(g);
-        s->direct = pointwise && g->nhwc;
+        /* "blocked" lowers a pointwise layer whose pixels alias in the L1 (a_row_stride)
+         * block by block, into rows that do not */
+        s->direct = pointwise && g->nhwc && !(method == I2R_BLOCKED && pixels_alias(g, ts));
         s->wx = method == I2R_BLOCKED && (L->rows_only || blocked_as_wx(L->nr, ts, g));
-        s->blocked = method == I2R_BLOCKED && !pointwise && !L->depthwise && !s->wx;
+        s->blocked = method == I2R_BLOCKED && !L->depthwise && !s->wx &&
+                     (!pointwise || (g->nhwc && !s->direct));
         if (s->wx) {             /* im2col panels, as many as half the L2 holds */
             const int64_t panel = MUL3(L->k, L->nr, ts);
             s->wx_panels = max64(1, min64(cdiv(chunk, L->nr), l2_cache_bytes() / 2 / panel));
             s->abytes = round_up64(mul_sat(s->wx_panels, panel));
         } else if (s->blocked)   /* one A block: MC rows of a K block */
-            s->abytes = round_up64(MUL4(L->mr, MC_TILES, k_block(L->k), ts));
+            s->abytes = round_up64(MUL4(L->mr, MC_TILES, a_row_stride(k_block(L->k), ts), ts));
         else if (!s->direct)     /* the chunk's whole im2row matrix */
-            s->abytes = round_up64(MUL3(chunk, L->k, ts));
+            s->abytes = round_up64(MUL3(chunk, a_row_stride(L->k, ts), ts));
         s->thread_bytes = s->abytes;
         if (L->deferred && !s->wx)
             s->bbytes = round_up64(MUL4(deferred_panels(L), k_block(L->k), L->nr, ts));
