@@ -394,12 +394,15 @@ def test_compiled_streamed_results_into_misaligned_out(method, case, offset, isa
 # Rows of the lowered A matrix a multiple of 4 KiB apart get a cache line more
 # (a_row_stride): 1024 channels (4 or 8 KiB a pixel), pointwise ("blocked" NHWC copies the
 # pixels; NCHW transposes them into the padded rows), strided 1x1 and a 2x2 kernel whose
-# K block is 1024 values; grouped, the groups' 1024 channels start 4 KiB apart. Odd pixel
+# K block is 1024 values; grouped, the groups' 1024 channels start 4 KiB apart; NCHW W*X
+# ("blocked", one-off pointwise) copies each block of its OIHW weight rows. Odd pixel
 # counts leave partial register tiles; 40 output channels a partial panel.
 ALIAS_CASES = [Case("alias-1x1-1024", n=2, c=1024, h=5, w=3, oc=40, kh=1, kw=1),
                Case("alias-1x1-s2-1024", n=1, c=1024, h=7, w=9, oc=40, kh=1, kw=1, stride=2),
                Case("alias-2x2-256", n=1, c=256, h=6, w=5, oc=40, kh=2, kw=2, padding=1),
-               Case("alias-1x1-g2", n=1, c=2048, h=3, w=5, oc=40, kh=1, kw=1, groups=2)]
+               Case("alias-1x1-g2", n=1, c=2048, h=3, w=5, oc=40, kh=1, kw=1, groups=2),
+               # NCHW W*X: weight rows 8 KiB apart, two K blocks, two M blocks
+               Case("alias-1x1-2048", n=2, c=2048, h=3, w=3, oc=130, kh=1, kw=1)]
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)

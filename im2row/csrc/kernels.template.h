@@ -61,7 +61,9 @@ static void FN(copy_strided)(T *restrict dst, const T *restrict src, int64_t n, 
 }
 
 /* Where I2R_BLOCKED lowers from: element (image n, row h, column col, channel c of the
- * group) at base + (n - n_first)*img + h*hs + col*ws + c; the A blocks go to abuf. */
+ * group) at base + (n - n_first)*img + h*hs + col*ws + c; the A blocks go to abuf. Without
+ * a base, A is given but its rows lie a multiple of 4 KiB apart (a_row_stride): each A block
+ * is copied into abuf, whose rows do not. */
 typedef struct {
     const T *base;
     int64_t n_first, img, hs, ws;
@@ -195,7 +197,12 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
                     ald = a_row_stride(kc, (int64_t)sizeof(T));
-                    FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, ald, low->abuf);
+                    if (low->base)
+                        FN(lower_block)(L, g, low, low_p0 + m0, mc, run.a + k0, kc, ald,
+                                        low->abuf);
+                    else
+                        for (int64_t i = 0; i < mc; i++)
+                            FN(copy_channels)(low->abuf + i * ald, ablk + i * lda, kc);
                     ablk = low->abuf;
                 }
                 for (int64_t p = pa; p < pb; p++) {

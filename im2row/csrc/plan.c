@@ -329,10 +329,13 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->wx = method == I2R_BLOCKED && (L->rows_only || blocked_as_wx(L->nr, ts, g));
         s->blocked = method == I2R_BLOCKED && !L->depthwise && !s->wx &&
                      (!pointwise || (g->nhwc && !s->direct));
-        if (s->wx) {             /* im2col panels, as many as half the L2 holds */
+        if (s->wx) {             /* im2col panels, as many as half the L2 holds ... */
             const int64_t panel = MUL3(L->k, L->nr, ts);
             s->wx_panels = max64(1, min64(cdiv(chunk, L->nr), l2_cache_bytes() / 2 / panel));
             s->abytes = round_up64(mul_sat(s->wx_panels, panel));
+            if (a_row_stride(L->k, ts) != L->k)   /* ... and a copy of an A block (wx_task) */
+                s->abytes = add_sat(s->abytes, round_up64(MUL4(L->mr, MC_TILES,
+                                                               a_row_stride(k_block(L->k), ts), ts)));
         } else if (s->blocked)   /* one A block: MC rows of a K block */
             s->abytes = round_up64(MUL4(L->mr, MC_TILES, a_row_stride(k_block(L->k), ts), ts));
         else if (!s->direct)     /* the chunk's whole im2row matrix */
