@@ -410,3 +410,21 @@ def test_nhwc_threads_agree_with_reference_on_tile_edges():
             yh = im2row.conv2d(xh, wh, padding=((1, 0), (2, 1)), layout="NHWC", method=m,
                                num_threads=nt)
             np.testing.assert_array_equal(np.moveaxis(yh, -1, 1), ref)
+
+
+def test_row_chunks_shared_among_threads_agree():
+    """289 output pixels (a 7x1 at 17x17, Inception's) make 3 row chunks by size, which the
+    planner evens out per thread count (2 on 2 threads, 4 on 4): every split gives the
+    reference's values exactly, as does the 1-thread call."""
+    rng = np.random.default_rng(12)
+    x = rng.integers(-4, 5, (1, 24, 17, 17)).astype(np.float32)
+    w = rng.integers(-4, 5, (40, 24, 7, 1)).astype(np.float32)
+    ref = conv2d_reference(x, w, None, 1, ((3, 3), (0, 0)), 1, 1)
+    xh, wh = to_nhwc(x, w)
+    for nt in (1, 2, 3, 4):
+        for m in ("im2row", "blocked"):
+            y = im2row.conv2d(x, w, padding=(3, 0), method=m, num_threads=nt)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{m} NCHW {nt} threads")
+            yh = im2row.conv2d(xh, wh, padding=(3, 0), layout="NHWC", method=m, num_threads=nt)
+            np.testing.assert_array_equal(np.moveaxis(yh, -1, 1), ref,
+                                          err_msg=f"{m} NHWC {nt} threads")
