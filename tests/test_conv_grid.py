@@ -436,6 +436,35 @@ def test_compiled_streamed_nchw_rows_into_misaligned_out(offset, threads, isa):
         assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
 
 
+# NCHW strips with fewer weight panels than threads split the output columns, parts
+# starting at whole cache lines of the output rows (70 or 97 columns in 2-5 parts: some
+# empty, the last the longest); a dilated kernel's columns run in chain order, not split.
+COLUMN_SPLIT_CASES = [Case("cols-3-9-10x70", n=1, c=3, h=10, w=70, oc=9, padding=1),
+                      Case("cols-5-20-6x97-s2", n=1, c=5, h=6, w=97, oc=20, stride=2,
+                           padding=1),
+                      Case("cols-4-7-9x70-d2", n=1, c=4, h=9, w=70, oc=7, dilation=2,
+                           padding=2)]
+
+
+@pytest.mark.parametrize("offset", [0, 16])
+@pytest.mark.parametrize("case", COLUMN_SPLIT_CASES, ids=ids(COLUMN_SPLIT_CASES))
+def test_compiled_nchw_strip_split_by_columns(case, offset, isa):
+    """NCHW "i2r" at 1, 2, 3 and 5 threads into an out= `offset` bytes past a cache line:
+    every split gives the same bits, close to the reference, nothing written outside out."""
+    for dtype in DTYPES:
+        x, w, b, ref = data(case, dtype)
+        results = []
+        for threads in (1, 2, 3, 5):
+            out, raw, start = misaligned_out(out_shape(ref, "NCHW"), dtype, offset)
+            res = conv(case, x, w, b, "NCHW", "i2r", out=out, num_threads=threads)
+            assert res is out
+            check_close(res, ref, case, dtype, "NCHW", f"i2r threads={threads}")
+            assert (raw[:start] == 255).all() and (raw[start + out.nbytes:] == 255).all()
+            results.append(res.copy())
+        for threads, res in zip((2, 3, 5), results[1:]):
+            np.testing.assert_array_equal(res, results[0], err_msg=f"{threads} threads")
+
+
 # A 3-channel stem whose float32 result (17 MB) is over 8 L2 caches of 2 MiB: streamed on
 # every CPU seen. Its 301 columns are not a multiple of any gather width, and split unevenly
 # among 3 threads.

@@ -191,8 +191,11 @@ typedef struct {
     int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
     int64_t plane_row;           /* plane: values of a row, sw phases; ring: of a row of all
                                     channels */
+    int64_t col_align;           /* I2R_STRIP split by columns: parts start at multiples of
+                                    this many (NCHW: a cache line of an output row) */
     int split_oc;                /* parts split the output channels (weight panels), not
-                                    the work: I2R_STRIP on NCHW (not the columns);
+                                    the work: I2R_STRIP on NCHW with a panel for every
+                                    thread (else columns);
                                     I2R_FULL/BLOCKED on NHWC with one row block in all (not
                                     the rows) */
     int stream;                  /* NHWC results go straight to the output past the caches
@@ -242,7 +245,8 @@ static inline double tile_fill(int64_t valid, int64_t m, int64_t mr)
 
 /* A strip task: output columns at positions [p0, p1) (chain order, see position_to_chain)
  * and output channels of weight panels [pa, pb). NHWC work is split by columns; NCHW work by
- * panels, so that no two threads write into the same cache line of an NCHW output row. */
+ * panels, so that no two threads write into the same cache line of an NCHW output row, or
+ * where there are fewer panels than threads by columns, at whole lines of the rows. */
 /* The weight panels [pa, pb) part b computes: its share when the parts split the output
  * channels (split_oc), else all. */
 static inline void part_panels(const schedule *s, const i2r_layout *L, int64_t b, int64_t *pa,
@@ -255,8 +259,9 @@ static inline void part_panels(const schedule *s, const i2r_layout *L, int64_t b
 static inline void task_range(const schedule *s, const i2r_layout *L, int64_t b, int64_t ow,
                        int64_t *p0, int64_t *p1, int64_t *pa, int64_t *pb)
 {
-    *p0 = s->split_oc ? 0 : b * ow / s->parts;
-    *p1 = s->split_oc ? ow : (b + 1) * ow / s->parts;
+    *p0 = s->split_oc ? 0 : b * ow / s->parts / s->col_align * s->col_align;
+    *p1 = s->split_oc || b + 1 == s->parts ? ow
+                                           : (b + 1) * ow / s->parts / s->col_align * s->col_align;
     part_panels(s, L, b, pa, pb);
 }
 

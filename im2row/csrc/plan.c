@@ -302,9 +302,14 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->stack_rows = (s->stack - 1) * s->block_rows + s->strip_rows;
         s->gemm_rows = (s->stack - 1) * (s->block_rows / g->sh) + g->oh;
         int64_t units = cdiv(g->n, s->stack) * L->groups;
-        s->split_oc = !g->nhwc;
-        s->parts = min64(want > units ? cdiv(want, units) : 1,
-                         s->split_oc ? L->npanels : g->ow);
+        int64_t per_unit = want > units ? cdiv(want, units) : 1;
+        /* NCHW by panels where each thread gets one; with fewer (1-32 output channels, N=1:
+         * ESPCN's 64->32 3x3 at 360x640 ran on one of 2 threads) by columns, at whole lines
+         * of the output rows; in chain order (col_step > 1) a column range is not one */
+        s->split_oc = !g->nhwc && (units * min64(per_unit, L->npanels) >= nthreads ||
+                                   L->col_step > 1);
+        s->col_align = g->nhwc || s->split_oc ? 1 : 64 / ts;
+        s->parts = min64(per_unit, s->split_oc ? L->npanels : max64(1, g->ow / s->col_align));
         s->ntasks = units * s->parts;
         /* the strip; NCHW: jb output columns transposed into NCHW together and SB input
          * columns (of each stacked image) transposed out of NCHW together; NHWC stacks: the
