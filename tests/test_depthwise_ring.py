@@ -124,10 +124,10 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype, layo
         assert (ws, packed.nbytes, copied) == predicted
     assert not np.isnan(results[0]).any()
     assert np.array_equal(results[0], results[1])
-    # the input rows each band of output rows reads, once per band (TASKS_PER_THREAD = 2
-    # bands per thread, shared among the images)
+    # the input rows each band of output rows reads, once per band (NHWC: TASKS_PER_THREAD
+    # = 2 bands per thread, NCHW: one, shared among the images)
     n, c, h, w = x.shape
-    want = 2 * threads if threads > 1 else 1
+    want = (2 if layout == "NHWC" else 1) * threads if threads > 1 else 1
     parts = max(1, min(-(-want // n) if want > n else 1, spec.oh))
     (sh, sw), (dh, dw), pt, pl = spec.stride, spec.dilation, spec.padding[0], spec.padding[2]
     cols = max(0, min(pl + w, (spec.ow - 1) * sw + (spec.kw - 1) * dw + 1) - pl)
