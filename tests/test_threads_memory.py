@@ -401,15 +401,22 @@ def test_nhwc_threads_agree_with_reference_on_tile_edges():
     rng = np.random.default_rng(11)
     x = rng.integers(-8, 9, (2, 5, 15, 33)).astype(np.float32)
     w = rng.integers(-8, 9, (33, 5, 3, 2)).astype(np.float32)
-    ref = conv2d_reference(x, w, None, 1, ((1, 0), (2, 1)), 1, 1)
+    check_threads_exact(x, w, ((1, 0), (2, 1)), ("i2r", "im2row", "blocked"), (1, 2, 3, 5))
+
+
+def check_threads_exact(x, w, padding, methods, thread_counts):
+    """Integer-valued NCHW x, w: every method and thread count, in both layouts, gives the
+    reference's values exactly."""
+    ref = conv2d_reference(x, w, None, 1, padding, 1, 1)
     xh, wh = to_nhwc(x, w)
-    for nt in (1, 2, 3, 5):
-        for m in ("i2r", "im2row", "blocked"):
-            y = im2row.conv2d(x, w, padding=((1, 0), (2, 1)), method=m, num_threads=nt)
-            np.testing.assert_array_equal(y, ref)
-            yh = im2row.conv2d(xh, wh, padding=((1, 0), (2, 1)), layout="NHWC", method=m,
+    for nt in thread_counts:
+        for m in methods:
+            y = im2row.conv2d(x, w, padding=padding, method=m, num_threads=nt)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{m} NCHW {nt} threads")
+            yh = im2row.conv2d(xh, wh, padding=padding, layout="NHWC", method=m,
                                num_threads=nt)
-            np.testing.assert_array_equal(np.moveaxis(yh, -1, 1), ref)
+            np.testing.assert_array_equal(np.moveaxis(yh, -1, 1), ref,
+                                          err_msg=f"{m} NHWC {nt} threads")
 
 
 def test_row_chunks_shared_among_threads_agree():
@@ -419,12 +426,4 @@ def test_row_chunks_shared_among_threads_agree():
     rng = np.random.default_rng(12)
     x = rng.integers(-4, 5, (1, 24, 17, 17)).astype(np.float32)
     w = rng.integers(-4, 5, (40, 24, 7, 1)).astype(np.float32)
-    ref = conv2d_reference(x, w, None, 1, ((3, 3), (0, 0)), 1, 1)
-    xh, wh = to_nhwc(x, w)
-    for nt in (1, 2, 3, 4):
-        for m in ("im2row", "blocked"):
-            y = im2row.conv2d(x, w, padding=(3, 0), method=m, num_threads=nt)
-            np.testing.assert_array_equal(y, ref, err_msg=f"{m} NCHW {nt} threads")
-            yh = im2row.conv2d(xh, wh, padding=(3, 0), layout="NHWC", method=m, num_threads=nt)
-            np.testing.assert_array_equal(np.moveaxis(yh, -1, 1), ref,
-                                          err_msg=f"{m} NHWC {nt} threads")
+    check_threads_exact(x, w, ((3, 3), (0, 0)), ("im2row", "blocked"), (1, 2, 3, 4))

@@ -259,9 +259,9 @@ static inline void part_panels(const schedule *s, const i2r_layout *L, int64_t b
 static inline void task_range(const schedule *s, const i2r_layout *L, int64_t b, int64_t ow,
                        int64_t *p0, int64_t *p1, int64_t *pa, int64_t *pb)
 {
-    *p0 = s->split_oc ? 0 : b * ow / s->parts / s->col_align * s->col_align;
-    *p1 = s->split_oc || b + 1 == s->parts ? ow
-                                           : (b + 1) * ow / s->parts / s->col_align * s->col_align;
+    const int64_t a = s->col_align;
+    *p0 = s->split_oc ? 0 : b * ow / s->parts / a * a;
+    *p1 = s->split_oc || b + 1 == s->parts ? ow : (b + 1) * ow / s->parts / a * a;
     part_panels(s, L, b, pa, pb);
 }
 

@@ -362,9 +362,9 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
             const int64_t panel = MUL3(L->k, L->nr, ts);
             s->wx_panels = max64(1, min64(cdiv(chunk, L->nr), l2_cache_bytes() / 2 / panel));
             s->abytes = round_up64(mul_sat(s->wx_panels, panel));
+            const int64_t ablock = MUL4(L->mr, MC_TILES, a_row_stride(k_block(L->k), ts), ts);
             if (a_row_stride(L->k, ts) != L->k)   /* ... and a copy of an A block (wx_task) */
-                s->abytes = add_sat(s->abytes, round_up64(MUL4(L->mr, MC_TILES,
-                                                               a_row_stride(k_block(L->k), ts), ts)));
+                s->abytes = add_sat(s->abytes, round_up64(ablock));
         } else if (s->blocked)   /* one A block: MC rows of a K block */
             s->abytes = round_up64(MUL4(L->mr, MC_TILES, a_row_stride(k_block(L->k), ts), ts));
         else if (!s->direct)     /* the chunk's whole im2row matrix */
