@@ -33,7 +33,7 @@ static stream_copy_fn stream_copy_for(i2r_isa isa)
 kernels_f32 select_kernels_f32(i2r_isa isa)
 {
     kernels_f32 k = {4, 16, 8, gemm_f32_4x16_generic, gemm_f32_4x16_generic_segs,
-                     gemm_f32_4x16_generic_packb,
+                     gemm_f32_4x16_generic_deferred,
                      dwconv_f32_generic, dwplane_f32_generic, dwrow_f32_generic,
                      transpose_f32_8x8_generic, stream_copy_for(isa), wino_in_f32_generic,
                      wino_out_f32_generic, wino_w_f32_generic};
@@ -45,7 +45,7 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
         k.wino_in = wino_in_f32_avx512; k.wino_out = wino_out_f32_avx512;
         k.wino_w = wino_w_f32_avx512;
         k.gemm = gemm_f32_14x32_avx512; k.gemm_segs = gemm_f32_14x32_avx512_segs;
-        k.gemm_packb = gemm_f32_14x32_avx512_packb;
+        k.gemm_deferred = gemm_f32_14x32_avx512_deferred;
         k.dwconv = dwconv_f32_avx512;
         k.dwplane = dwplane_f32_avx512; k.dwrow = dwrow_f32_avx512;
     } else if (isa == I2R_ISA_AVX2) {
@@ -53,7 +53,7 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
         k.wino_in = wino_in_f32_avx2; k.wino_out = wino_out_f32_avx2;
         k.wino_w = wino_w_f32_avx2;
         k.gemm = gemm_f32_6x16_avx2; k.gemm_segs = gemm_f32_6x16_avx2_segs;
-        k.gemm_packb = gemm_f32_6x16_avx2_packb;
+        k.gemm_deferred = gemm_f32_6x16_avx2_deferred;
         k.dwconv = dwconv_f32_avx2; k.dwplane = dwplane_f32_avx2;
         k.dwrow = dwrow_f32_avx2;
     }
@@ -65,7 +65,7 @@ kernels_f32 select_kernels_f32(i2r_isa isa)
 kernels_f64 select_kernels_f64(i2r_isa isa)
 {
     kernels_f64 k = {4, 8, 4, gemm_f64_4x8_generic, gemm_f64_4x8_generic_segs,
-                     gemm_f64_4x8_generic_packb,
+                     gemm_f64_4x8_generic_deferred,
                      dwconv_f64_generic, dwplane_f64_generic, dwrow_f64_generic,
                      transpose_f64_4x4_generic, stream_copy_for(isa), wino_in_f64_generic,
                      wino_out_f64_generic, wino_w_f64_generic};
@@ -77,7 +77,7 @@ kernels_f64 select_kernels_f64(i2r_isa isa)
         k.wino_in = wino_in_f64_avx512; k.wino_out = wino_out_f64_avx512;
         k.wino_w = wino_w_f64_avx512;
         k.gemm = gemm_f64_14x16_avx512; k.gemm_segs = gemm_f64_14x16_avx512_segs;
-        k.gemm_packb = gemm_f64_14x16_avx512_packb;
+        k.gemm_deferred = gemm_f64_14x16_avx512_deferred;
         k.dwconv = dwconv_f64_avx512;
         k.dwplane = dwplane_f64_avx512; k.dwrow = dwrow_f64_avx512;
     } else if (isa == I2R_ISA_AVX2) {
@@ -85,7 +85,7 @@ kernels_f64 select_kernels_f64(i2r_isa isa)
         k.wino_in = wino_in_f64_avx2; k.wino_out = wino_out_f64_avx2;
         k.wino_w = wino_w_f64_avx2;
         k.gemm = gemm_f64_6x8_avx2; k.gemm_segs = gemm_f64_6x8_avx2_segs;
-        k.gemm_packb = gemm_f64_6x8_avx2_packb;
+        k.gemm_deferred = gemm_f64_6x8_avx2_deferred;
         k.dwconv = dwconv_f64_avx2; k.dwplane = dwplane_f64_avx2;
         k.dwrow = dwrow_f64_avx2;
     }

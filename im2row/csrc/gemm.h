@@ -42,18 +42,26 @@ typedef void (*gemm_segs_f64_fn)(GEMM_SEGS_ARGS(double));
 #define GEMM_SEGS_NAME_(name) name##_segs
 #define GEMM_SEGS_NAME(name) GEMM_SEGS_NAME_(name)
 
-/* The packing form (<name>_packb): the plain form with B read from weight rows in the
- * caller's layout (row k at bsrc + k*ldb, nr values) instead of a packed panel, each row
- * also stored into the panel at bdst (kc x NR, zero past nr) for the row tiles after it: a
- * one-off call's weights are packed by the first tile that multiplies them, the loads from
- * memory hidden behind its FMAs. */
-#define GEMM_PACKB_ARGS(T) size_t mr, size_t nr, size_t kc, const T *a, size_t lda,       \
-                           const T *bsrc, size_t ldb, T *bdst, T *c, size_t ldc,           \
-                           const T *bias, int flags
-typedef void (*gemm_packb_f32_fn)(GEMM_PACKB_ARGS(float));
-typedef void (*gemm_packb_f64_fn)(GEMM_PACKB_ARGS(double));
-#define GEMM_PACKB_NAME_(name) name##_packb
-#define GEMM_PACKB_NAME(name) GEMM_PACKB_NAME_(name)
+/* The deferred form (<name>_deferred), for one-off calls that pack their weights inside the
+ * GEMM (I2R_PACK_DEFERRED). With bsrc, B is read from weight rows in the caller's layout (row
+ * k at bsrc + k*ldb, nr values) instead of a packed panel, each row also stored into the panel
+ * at b (kc x NR, zero past nr) for the row tiles after it: the weights are packed by the first
+ * tile that multiplies them, its loads hidden behind its FMAs. Without bsrc, B is the panel b,
+ * as in the plain form. pf (or NULL): weight lines to prefetch as it goes (gemm_stream). */
+#define GEMM_DEFERRED_ARGS(T) size_t mr, size_t nr, size_t kc, const T *a, size_t lda,    \
+                              const T *bsrc, size_t ldb, T *b, T *c, size_t ldc,           \
+                              const T *bias, int flags, const gemm_stream *pf
+/* `left` cache lines from line `line` of the row at p on, rows of lines_per_row lines
+ * row_stride bytes apart: per_k of them prefetched at each of the kernel's K steps, so that
+ * the loads of weights still in memory spread over the FMAs instead of stalling in a burst. */
+typedef struct {
+    const char *p;
+    size_t line, lines_per_row, row_stride, left, per_k;
+} gemm_stream;
+typedef void (*gemm_deferred_f32_fn)(GEMM_DEFERRED_ARGS(float));
+typedef void (*gemm_deferred_f64_fn)(GEMM_DEFERRED_ARGS(double));
+#define GEMM_DEFERRED_NAME_(name) name##_deferred
+#define GEMM_DEFERRED_NAME(name) GEMM_DEFERRED_NAME_(name)
 #define GEMM_BODY_NAME_(name) name##_body
 #define GEMM_BODY_NAME(name) GEMM_BODY_NAME_(name)
 
@@ -107,7 +115,7 @@ typedef void (*stream_copy_fn)(void *dst, const void *src, size_t bytes);
         int tr;                          /* tile of the transpose */                        \
         gemm_##SFX##_fn gemm;                                                               \
         gemm_segs_##SFX##_fn gemm_segs;                                                     \
-        gemm_packb_##SFX##_fn gemm_packb;                                                   \
+        gemm_deferred_##SFX##_fn gemm_deferred;                                             \
         dwconv_##SFX##_fn dwconv;                                                           \
         dwplane_##SFX##_fn dwplane;                                                         \
         dwrow_##SFX##_fn dwrow;                                                             \
@@ -132,7 +140,7 @@ void stream_copy_generic(void *dst, const void *src, size_t bytes);
     void name(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, T *c, \
               size_t ldc, const T *bias, int flags); \
     void name##_segs(GEMM_SEGS_ARGS(T)); \
-    void name##_packb(GEMM_PACKB_ARGS(T))
+    void name##_deferred(GEMM_DEFERRED_ARGS(T))
 #define DWCONV_DECLARE(name, T) void name(DWCONV_ARGS(T))
 #define WINO_DECLARE(isa, T, SFX) \
     void wino_in_##SFX##_##isa(WINO_IN_ARGS(T)); void wino_out_##SFX##_##isa(WINO_OUT_ARGS(T)); \

@@ -19,14 +19,15 @@
 #define V_STREAM16(p, v) V_STREAM(p, v)
 #endif
 
-/* The kernel body. With bsrc (the packing form, one segment), B is read from the weight
- * rows at bsrc + k*ldb (nr columns, the rest zero) and copied into the panel at bdst as it is
- * multiplied; else from the packed panels at b. Inlined into each public form with constant
- * bsrc/bdst, so the plain forms carry none of it. */
+/* The kernel body. With bsrc (the deferred form packing, one segment), B is read from the
+ * weight rows at bsrc + k*ldb (nr columns, the rest zero) and copied into the panel at bdst
+ * as it is multiplied; else from the packed panels at b. pf: the deferred form's prefetch
+ * stream. Inlined into each public form with constant bsrc/bdst/pf, so the plain forms carry
+ * none of it. */
 static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
     size_t mr, size_t nr, size_t nseg, const gemm_seg *seg, const T *a, size_t lda,
     const T *b, T *c, size_t ldc, const T *bias, int flags, const T *bsrc, size_t ldb,
-    T *bdst)
+    T *bdst, const gemm_stream *pf)
 {
     const T *ap[MR];
     T *cp[MR];
@@ -43,6 +44,12 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
         long left = (long)nr - (long)v * VN;
         lanes[v] = left >= VN ? VN : (left > 0 ? (int)left : 0);
     }
+
+    /* the stream's cursor (gemm_stream): nothing to prefetch without one */
+    const char *srow = pf ? pf->p : NULL;
+    size_t sline = pf ? pf->line : 0, slpr = pf ? pf->lines_per_row : 1;
+    const size_t sstride = pf ? pf->row_stride : 0, sper = pf ? pf->per_k : 0;
+    size_t sleft = pf ? pf->left : 0;
 
     V acc[MR][NRV];
     if (flags & GEMM_ACCUMULATE) {
@@ -72,10 +79,10 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
     _Pragma("GCC unroll 4")                                                 \
     for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)            \
         __builtin_prefetch((const char *)(bs + ((k) + B_PREFETCH) * NR_) + 64 * l, 0, 3)
-    /* The packing form: each weight row is one or two lines B_SRC_PREFETCH rows ahead, at a
-     * stride the hardware prefetcher loses at every page (rows of 1-8 KiB); far enough
-     * ahead to cover a memory latency with the FMAs of the rows between. Rows past kc are
-     * the next K block's, which this panel's first tile reads next. */
+    /* The deferred form packing: each weight row is one or two lines B_SRC_PREFETCH rows
+     * ahead, at a stride the hardware prefetcher loses at every page (rows of 1-8 KiB); far
+     * enough ahead to cover a memory latency with the FMAs of the rows between. Rows past
+     * kc are the next K block's, which this panel's first tile reads next. */
 #define B_SRC_PREFETCH 48
 #define B_SRC_FULL(k, v, dst)                                               \
     do {                                                                    \
@@ -91,6 +98,14 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
     _Pragma("GCC unroll 4")                                                 \
     for (int l = 0; l < (int)((NR_ * sizeof(T) + 63) / 64); l++)            \
         __builtin_prefetch((const char *)(bsrc + ((k) + B_SRC_PREFETCH) * ldb) + 64 * l, 0, 2)
+#define B_STREAM_PREFETCH                                                   \
+    for (size_t j = 0; j < sper && sleft; j++, sleft--) {                   \
+        __builtin_prefetch(srow + 64 * sline, 0, 2);                        \
+        if (++sline == slpr) {                                              \
+            sline = 0;                                                      \
+            srow += sstride;                                                \
+        }                                                                   \
+    }
 #define K_LOOP_B(ROWS, ROW, STEP, NV, LOAD_B, PREFETCH_B)                   \
     for (size_t k = 0; k < kc; k++) {                                       \
         V bv[NRV];                                                          \
@@ -98,6 +113,7 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
         for (int v = 0; v < (NV); v++)                                      \
             LOAD_B(k, v, bv[v]);                                            \
         PREFETCH_B(k);                                                      \
+        B_STREAM_PREFETCH;                                                  \
         _Pragma("GCC unroll 16")                                            \
         for (int i = 0; i < (ROWS); i++) {                                  \
             V av = V_BCAST(ROW(i));                                         \
@@ -115,7 +131,7 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
         K_LOOP_NV(ROWS, ROW, STEP, NRV / 2)                                 \
     else                                                                    \
         K_LOOP_NV(ROWS, ROW, STEP, NRV)
-    if (bsrc) {   /* the packing form: one segment; all NRV vectors, zero past nr */
+    if (bsrc) {   /* the deferred form packing: one segment; all NRV vectors, zero past nr */
         const size_t kc = seg[0].len;
         const T *base[(MR + 2) / 3];
 #pragma GCC unroll 8
@@ -177,6 +193,7 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
 #undef B_SRC_PART
 #undef B_PREFETCH_SRC
 #undef B_SRC_PREFETCH
+#undef B_STREAM_PREFETCH
 #undef B_PREFETCH
 
     if (flags & GEMM_EPILOGUE) {
@@ -243,7 +260,8 @@ static inline __attribute__((always_inline)) void GEMM_BODY_NAME(KNAME)(
 
 void GEMM_SEGS_NAME(KNAME)(GEMM_SEGS_ARGS(T))
 {
-    GEMM_BODY_NAME(KNAME)(mr, nr, nseg, seg, a, lda, b, c, ldc, bias, flags, NULL, 0, NULL);
+    GEMM_BODY_NAME(KNAME)(mr, nr, nseg, seg, a, lda, b, c, ldc, bias, flags, NULL, 0, NULL,
+                          NULL);
 }
 
 /* The plain form: one segment of kc values. */
@@ -254,10 +272,15 @@ void KNAME(size_t mr, size_t nr, size_t kc, const T *a, size_t lda, const T *b, 
     GEMM_SEGS_NAME(KNAME)(mr, nr, 1, &one, a, lda, b, c, ldc, bias, flags);
 }
 
-void GEMM_PACKB_NAME(KNAME)(GEMM_PACKB_ARGS(T))
+void GEMM_DEFERRED_NAME(KNAME)(GEMM_DEFERRED_ARGS(T))
 {
     const gemm_seg one = {0, 0, kc};
-    GEMM_BODY_NAME(KNAME)(mr, nr, 1, &one, a, lda, NULL, c, ldc, bias, flags, bsrc, ldb, bdst);
+    if (bsrc)
+        GEMM_BODY_NAME(KNAME)(mr, nr, 1, &one, a, lda, NULL, c, ldc, bias, flags, bsrc, ldb, b,
+                              pf);
+    else
+        GEMM_BODY_NAME(KNAME)(mr, nr, 1, &one, a, lda, b, c, ldc, bias, flags, NULL, 0, NULL,
+                              pf);
 }
 
 #undef NR_

@@ -74,20 +74,31 @@ typedef struct {
 static void FN(lower_block)(const i2r_layout *L, const i2r_geom *g, const FN(lowering) *src,
                             int64_t p0, int64_t mc, int64_t k0, int64_t kc, int64_t lda, T *a);
 
-/* Deferred weights: prefetch share `part` of `parts` of the HWIO rows [k0, k0 + kc) of
- * panels [pa, pb) (row r at rows + r*ld), issued while the block before is multiplied so
- * that the packing tiles read the cache and the memory traffic overlaps the FMAs. */
-static void FN(prefetch_k_block)(const i2r_layout *L, const T *rows, int64_t ld, int64_t pa,
-                                 int64_t pb, int64_t k0, int64_t kc, int64_t part,
-                                 int64_t parts)
+/* Deferred weights: the lines of the next K block's weight rows (rows [k1, k1 + kn) at
+ * rows + r*ld, each the columns of panels [pa, pb)) that tile t of the `tiles` of this
+ * block's first row block prefetches as it multiplies (gemm_stream), so that the tiles
+ * packing the next block read the cache and its loads overlap the FMAs of every tile of this
+ * one. Issued in bursts, once per panel, the same prefetches stalled the FMAs behind them and
+ * the packing tiles still waited on memory (75% of their samples on the weight loads). */
+static const gemm_stream *FN(next_block_stream)(const T *rows, int64_t ld, int64_t pa,
+                                                int64_t pb, int64_t ncols, int64_t nr,
+                                                int64_t k1, int64_t kn, int64_t t,
+                                                int64_t tiles, int64_t kc, gemm_stream *s)
 {
-    const int64_t r0 = k0 + kc * part / parts, r1 = k0 + kc * (part + 1) / parts;
-    const int64_t bytes = min64(L->ocg - pa * L->nr, (pb - pa) * L->nr) * (int64_t)sizeof(T);
-    for (int64_t r = r0; r < r1; r++) {
-        const char *row = (const char *)(rows + r * ld + pa * L->nr);
-        for (int64_t b = 0; b < bytes; b += 64)
-            __builtin_prefetch(row + b, 0, 2);
-    }
+    const uintptr_t first = (uintptr_t)(rows + k1 * ld + pa * nr) & ~(uintptr_t)63;
+    const uintptr_t end = (uintptr_t)(rows + k1 * ld + min64(ncols, pb * nr)) + 63;
+    const int64_t per_row = (int64_t)((end & ~(uintptr_t)63) - first) / 64;
+    const int64_t lines = per_row * kn, share = cdiv(lines, tiles);
+    const int64_t l0 = min64(lines, t * share), l1 = min64(lines, l0 + share);
+    if (l1 <= l0 || kc <= 0)
+        return NULL;
+    s->p = (const char *)first + (l0 / per_row) * ld * (int64_t)sizeof(T);
+    s->line = (size_t)(l0 % per_row);
+    s->lines_per_row = (size_t)per_row;
+    s->row_stride = (size_t)ld * sizeof(T);
+    s->left = (size_t)(l1 - l0);
+    s->per_k = (size_t)cdiv(l1 - l0, kc);
+    return s;
 }
 
 /* gemm_blocked for K runs shorter than a K block on average (the strip's on 32-128 channels,
@@ -154,26 +165,45 @@ static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *
  * in C across K blocks and runs. With bbuf (deferred weights, one run of all K), bpack is
  * the group's HWIO rows instead: the panels are taken deferred_panels at a time, and each
  * K block of a panel is packed into bbuf by the first row tile that multiplies it (the
- * packing form of the microkernel, its loads overlapping its FMAs), the other tiles reading
- * bbuf. A separate packing pass before the tiles, as a BLIS GEMM packs B, stalled on memory:
- * 32% of a one-off 512->512 3x3 at 7x7 (perf, Zen 3). */
+ * deferred form of the microkernel, its loads overlapping its FMAs), the other tiles reading
+ * bbuf; meanwhile every tile of the first row block prefetches its share of the next K block
+ * (next_block_stream). A separate packing pass before the tiles, as a BLIS GEMM packs B,
+ * stalled on memory: 32% of a one-off 512->512 3x3 at 7x7 (perf, Zen 3); on Zen 4, row by
+ * row in memory order, it took 0.75-0.80x the time of the old tile packing (bursts of
+ * prefetches) with the weights in memory but 1.03-1.15x with them in the L3. */
+static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T *a,
+                                 int64_t lda, const k_run *runs, int64_t nruns,
+                                 const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                                 int64_t pb, int64_t pn, int64_t ncols, int cflags,
+                                 const i2r_geom *g, const FN(lowering) *low, int64_t low_p0,
+                                 T *bbuf);
+
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
                              const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
                              T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
                              int cflags, const i2r_geom *g, const FN(lowering) *low,
                              int64_t low_p0, T *bbuf)
 {
+    const int64_t npb = bbuf ? deferred_panels(&w->L) : pb - pa;
+    for (int64_t q = pa; q < pb; q += npb)
+        FN(gemm_panel_block)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, q,
+                             min64(pb, q + npb), min64(pb, q + 2 * npb), ncols, cflags, g,
+                             low, low_p0, bbuf);
+}
+
+/* gemm_blocked on one block of panels [pa, pb); deferred weights are packed (and, from its
+ * last K block, prefetched) next for panels [pb, pn). */
+static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T *a,
+                                 int64_t lda, const k_run *runs, int64_t nruns,
+                                 const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
+                                 int64_t pb, int64_t pn, int64_t ncols, int cflags,
+                                 const i2r_geom *g, const FN(lowering) *low, int64_t low_p0,
+                                 T *bbuf)
+{
     const i2r_layout *L = &w->L;
     const KFN(gemm) ukernel = L->FN(k).gemm;
-    const KFN(gemm_packb) packb = L->FN(k).gemm_packb;
+    const KFN(gemm_deferred) deferred = L->FN(k).gemm_deferred;
     const int64_t MR = L->mr, NR = L->nr, K = L->k, MC = L->mr * MC_TILES;
-    const int64_t npb = bbuf ? deferred_panels(L) : pb - pa;
-    if (pb - pa > npb) {
-        for (int64_t q = pa; q < pb; q += npb)
-            FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, q,
-                             min64(pb, q + npb), ncols, cflags, g, low, low_p0, bbuf);
-        return;
-    }
     int64_t total = 0;
     for (int64_t s = 0; s < nruns; s++)
         total += runs[s].len;
@@ -205,26 +235,39 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                             FN(copy_channels)(low->abuf + i * ald, ablk + i * lda, kc);
                     ablk = low->abuf;
                 }
+                const int64_t tiles = (pb - pa) * cdiv(mc, MR);   /* of this row block */
                 for (int64_t p = pa; p < pb; p++) {
                     int64_t nr = min64(ncols - p * NR, NR);
                     const T *bp = bbuf ? bbuf + (p - pa) * kc * NR
                                        : bpack + p * K * NR + (run.b + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
-                    if (bbuf && m0 == 0 && k0 + kc < run.len)
-                        FN(prefetch_k_block)(L, bpack, w->hwio_ld, pa, pb, run.b + k0 + kc,
-                                             min64(run.len - k0 - kc, kcs), p - pa, pb - pa);
                     for (int64_t i = 0; i < mc; i += MR) {
                         int64_t mr = min64(mc - i, MR);
                         const int tflags = flags | (cflags & GEMM_ROW_BIAS);
                         T *ct = c + (m0 + i) * ldc + p * NR;
                         if (bias && (cflags & GEMM_ROW_BIAS))
                             bb = bias + m0 + i;
-                        if (bbuf && m0 == 0 && i == 0)   /* the first tile packs the panel */
-                            packb((size_t)mr, (size_t)nr, (size_t)kc, ablk, (size_t)ald,
-                                  bpack + (run.b + k0) * w->hwio_ld + p * NR,
-                                  (size_t)w->hwio_ld, bbuf + (p - pa) * kc * NR, ct,
-                                  (size_t)ldc, bb, tflags);
-                        else
+                        if (bbuf && m0 == 0) {   /* the first tile of a panel packs it */
+                            /* next: this block's K block after this one, else the first
+                             * of the next block of panels */
+                            const int more = k0 + kc < run.len;
+                            gemm_stream st;
+                            const gemm_stream *pf = more || pn > pb
+                                ? FN(next_block_stream)(bpack, w->hwio_ld, more ? pa : pb,
+                                                        more ? pb : pn, ncols, NR,
+                                                        run.b + (more ? k0 + kc : 0),
+                                                        more ? min64(run.len - k0 - kc, kcs)
+                                                             : kcs,
+                                                        (p - pa) * cdiv(mc, MR) + i / MR,
+                                                        tiles, kc, &st)
+                                : NULL;
+                            T *panel = bbuf + (p - pa) * kc * NR;
+                            deferred((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
+                                     (size_t)ald,
+                                     i == 0 ? bpack + (run.b + k0) * w->hwio_ld + p * NR : NULL,
+                                     (size_t)w->hwio_ld, panel, ct, (size_t)ldc, bb, tflags,
+                                     pf);
+                        } else
                             ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
                                     (size_t)ald, bp, ct, (size_t)ldc, bb, tflags);
                     }
