@@ -148,6 +148,8 @@ def check_layout(layout, op):
 def check_num_threads(num_threads, op):
     if num_threads is None:
         return None
+    if type(num_threads) is int and 1 <= num_threads <= MAX_THREADS:   # the common case
+        return num_threads
     n = _int(num_threads, "num_threads", op)
     if n < 1:
         raise ValueError(f"{op}: num_threads must be None or >= 1, got {num_threads!r}")

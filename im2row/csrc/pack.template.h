@@ -110,9 +110,13 @@ static i2r_status FN(pack_weights)(const i2r_layout *L, const T *w, const int64_
     if (L->depthwise) {   /* C groups of one channel: channel c is group c; no rotations */
         T *dst = packed;
         for (int64_t kh = 0; kh < L->kh; kh++)
-            for (int64_t kw = 0; kw < KW; kw++, dst += CG)
-                for (int64_t c = 0; c < CG; c++)
-                    dst[c] = *W_AT(c, kh, kw, 0, 0);
+            for (int64_t kw = 0; kw < KW; kw++, dst += CG) {
+                if (ws[0] == 1)   /* HWIO: the tap's channels are a contiguous row already */
+                    memcpy(dst, W_AT(0, kh, kw, 0, 0), (size_t)CG * sizeof(T));
+                else
+                    for (int64_t c = 0; c < CG; c++)
+                        dst[c] = *W_AT(c, kh, kw, 0, 0);
+            }
         if (bias)
             memcpy(packed_bias, bias, (size_t)CG * sizeof(T));
         return I2R_OK;
