@@ -1,38 +1,42 @@
-/* Depthwise convolution (I2R_STRIP): NCHW input one padded channel plane at a time, NHWC
- * input through a ring of padded rows. Included by conv.c per dtype (T and SFX defined; see
+/* Depthwise convolution (I2R_STRIP): NCHW input one channel at a time through its padded
+ * phase planes, NHWC input through a ring of padded rows. Included by conv.c per dtype (T and SFX defined; see
  * driver.h). */
 
-/* Depthwise on NCHW, channels [c0, c1) of one image: each channel's input rows are copied
- * into the padded plane (zeroed once; nothing else is written there), split by column phase
- * when the stride is wider than 1 (see dwconv_ukernel.template.h), then the dwplane
- * microkernel convolves the plane. */
+/* Depthwise on NCHW, channels [c0, c1) of one image: the dwplane microkernel copies each
+ * channel into its phase planes (zeroed once; only the input's values are written there) and
+ * convolves them (gemm.h). Scratch: the planes, then the block of outputs, the channel's
+ * weights and the taps' offsets. */
 static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
-                              const T *x_img, T *y_img, int64_t c0, int64_t c1, T *plane, T *wc)
+                              const T *x_img, T *y_img, int64_t c0, int64_t c1, T *scratch)
 {
     const i2r_layout *L = &w->L;
     const KFN(dwplane) dwplane = L->FN(k).dwplane;
-    const int64_t PC = s->plane_row, PH = s->plane_phase, SW = g->sw;
-    const int64_t rows = strip_input_rows(g, s->strip_rows);
-    const int64_t cols = plane_input_cols(g, s), taps = g->kh * g->kw, C = L->cg;
+    const int64_t rows = strip_input_rows(g, s->strip_rows), cols = plane_input_cols(g, s);
+    const int64_t taps = g->kh * g->kw, C = L->cg, ts = (int64_t)sizeof(T);
+    const int64_t wide_bytes = round_up64(s->plane_block_rows * s->plane_phase * ts +
+                                          DWPLANE_OVERRUN_BYTES);
+    T *wide = scratch + s->plane_bytes / ts, *wc = wide + wide_bytes / ts;
+    size_t *tap_offset = (size_t *)(wc + round_up64(taps * ts) / ts);
     const T *packed = (const T *)w->packed, *bias = (const T *)w->bias;   /* [kh][kw][c] */
+    const int64_t sub = s->plane_sub_rows * s->plane_phase;
+    for (int64_t a = 0; a < g->kh; a++)   /* gemm.h's tap runs */
+        for (int64_t b = 0; b < g->kw; b++)
+            tap_offset[a * g->kw + b] = (size_t)(((a * g->dh % g->sh) * g->sw +
+                                                  b * g->dw % g->sw) * sub +
+                                                 a * g->dh / g->sh * s->plane_phase +
+                                                 b * g->dw / g->sw);
+    const dwplane_geom pg = {
+        .h = (size_t)g->h, .w = (size_t)g->w, .oh = (size_t)g->oh, .ow = (size_t)g->ow,
+        .kh = (size_t)g->kh, .kw = (size_t)g->kw, .sh = (size_t)g->sh, .sw = (size_t)g->sw,
+        .dh = (size_t)g->dh, .dw = (size_t)g->dw, .pt = (size_t)g->pt, .pl = (size_t)g->pl,
+        .in_rows = (size_t)rows, .in_cols = (size_t)cols, .q = (size_t)s->plane_phase,
+        .sub_rows = (size_t)s->plane_sub_rows, .block_rows = (size_t)s->plane_block_rows,
+        .tap_offset = tap_offset};
     for (int64_t c = c0; c < c1; c++) {
-        for (int64_t h = 0; h < rows; h++) {
-            T *dst = plane + (g->pt + h) * PC;
-            const T *src = x_img + (c * g->h + h) * g->w;
-            if (SW == 1) {
-                FN(copy_channels)(dst + g->pl, src, cols);
-                continue;
-            }
-            for (int64_t i0 = 0; i0 < min64(SW, cols); i0++) {   /* one phase at a time */
-                const int64_t col = g->pl + i0, count = (cols - i0 + SW - 1) / SW;
-                FN(copy_strided)(dst + col % SW * PH + col / SW, src + i0, count, SW);
-            }
-        }
         for (int64_t t = 0; t < taps; t++)
             wc[t] = packed[t * C + c];
-        dwplane((size_t)g->oh, (size_t)g->ow, (size_t)g->kh, (size_t)g->kw, (size_t)g->sh,
-                (size_t)g->sw, (size_t)g->dh, (size_t)g->dw, plane, (size_t)PC, (size_t)PH, wc,
-                bias ? bias[c] : (T)0, y_img + c * g->oh * g->ow, w->relu);
+        dwplane(&pg, x_img + c * g->h * g->w, scratch, wide, wc, bias ? bias[c] : (T)0,
+                y_img + c * g->oh * g->ow, w->relu);
     }
     return (c1 - c0) * rows * cols;
 }

@@ -50,6 +50,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        STRIP_STACK_MAX = 16,
        STRIP_MIN_ROWS = 28,   /* "auto": the strip needs columns of at least this many rows... */
        MAX_ROTATIONS = 16,    /* depthwise: wider kernels (KW > 16) refill every slot */
+       DWPLANE_BLOCK_BYTES = 8192, /* depthwise NCHW: outputs convolved at a time (in L1) */
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        GEMM_MAX_SEGS = 64,    /* K runs gemm_segmented takes (more: a GEMM pass per run) */
        PACK_CB = 16,          /* packing: rows of one tap copied per pass (OIHW: gathered) */
@@ -188,9 +189,12 @@ typedef struct {
     int64_t ring_chunk;          /* ring on NCHW: output rows whose input and output rows
                                     are transposed at once (make_schedule) */
     int64_t plane_cols;          /* plane, ring: padded input columns the outputs read */
-    int64_t plane_phase;         /* plane: values of one column phase, cdiv(plane_cols, sw) */
-    int64_t plane_row;           /* plane: values of a row, sw phases; ring: of a row of all
-                                    channels */
+    int64_t plane_phase;         /* plane: values of a phase plane's row (gemm.h's q),
+                                    cdiv(plane_cols, sw) */
+    int64_t plane_sub_rows;      /* plane: rows of a phase plane */
+    int64_t plane_block_rows;    /* plane: output rows convolved at a time */
+    int64_t plane_bytes;         /* plane: the sh*sw phase planes (and the kernel's overrun) */
+    int64_t plane_row;           /* ring: values of a padded row of all channels */
     int64_t col_align;           /* I2R_STRIP split by columns: parts start at multiples of
                                     this many (NCHW: a cache line of an output row) */
     int split_oc;                /* parts split the output channels (weight panels), not

@@ -65,92 +65,141 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
     }
 }
 
-/* A depthwise convolution of one NCHW channel plane (DWPLANENAME):
+/* A depthwise convolution of one NCHW channel (DWPLANENAME), the plane split by phase as
+ * gemm.h describes:
  *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * P[r*sh + a*dh][j*sw + b*dw]
- * for r < oh, j < ow, where P is the zero-padded input channel. Each plane row of pc values
- * holds P's row split by column phase: padded column col at (col % sw)*phase + col / sw, so
- * that the columns j*sw + b*dw of consecutive j are contiguous whatever the stride, and a
- * vector of VN outputs accumulates in a register over all taps from contiguous loads. */
-/* n outputs of acc (ReLU applied if asked) to o */
-#define DW_STORE(o, acc, n)                                          \
-    do {                                                             \
-        V v_ = relu ? V_MAX(V_ZERO(), acc) : (acc);                  \
-        if ((n) == VN)                                               \
-            V_STORE(o, v_);                                          \
-        else                                                         \
-            V_STORE_N(o, v_, n);                                     \
-    } while (0)
+ * for r < oh, j < ow, P the zero-padded input channel (the plane's padding is zeroed by the
+ * caller once; only the input's values are written here). block_rows output rows at a time
+ * are computed end to end into `wide` (q values a row, the last q - ow of each dropped) and
+ * copied out. Each output sums its taps in (a, b) order from the bias, as every method does. */
+#define DWP_CAT_(a, b) a##_##b
+#define DWP_CAT(a, b) DWP_CAT_(a, b)
+#define DWP_FILL DWP_CAT(DWPLANENAME, fill)
+#define DWP_COPY DWP_CAT(DWPLANENAME, copy)
 
-/* the offset in a plane row of tap column b*dw of output column 0 (see above), walked
- * without a division per tap */
-#define DW_TAP_COLUMNS(b, off, body)                                          \
-    do {                                                                      \
-        size_t ph_ = 0, idx_ = 0;                                             \
-        for (size_t b = 0; b < kw; b++) {                                     \
-            const size_t off = ph_ * phase + idx_;                            \
-            body;                                                             \
-            ph_ += dw_rem;                                                    \
-            idx_ += dw_quot;                                                  \
-            if (ph_ >= sw) { ph_ -= sw; idx_++; }                             \
-        }                                                                     \
-    } while (0)
-
-void DWPLANENAME(size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, size_t dh,
-                 size_t dw, const T *plane, size_t pc, size_t phase, const T *w, T bias, T *out,
-                 int relu)
+/* n values from src to dst, whole vectors then a masked one */
+static inline __attribute__((always_inline)) void DWP_COPY(T *dst, const T *src, size_t n)
 {
-    const size_t dw_quot = dw / sw, dw_rem = dw % sw;   /* tap steps in the phase layout */
-    size_t off9[9];
-    V w9[9];
-    const int k3 = kh == 3 && kw == 3;
-    if (k3) {   /* the common case: the 9 weights and their offsets stay in registers */
-        for (size_t a = 0; a < 3; a++)
-            DW_TAP_COLUMNS(b, off, off9[a * 3 + b] = a * dh * pc + off);
-        for (int t = 0; t < 9; t++)
-            w9[t] = V_BCAST(w + t);
-    }
-    /* DWR output rows at once: DWR independent accumulator chains (one chain waits on the
-     * FMA latency), each output's taps still summed in order; rows past oh alias the last */
-    for (size_t r = 0; r < oh; r += DWR) {
-        const T *in[DWR];
-        T *o[DWR];
-#pragma GCC unroll 8
-        for (int i = 0; i < DWR; i++) {
-            size_t rr = r + (size_t)i < oh ? r + (size_t)i : oh - 1;
-            in[i] = plane + rr * sh * pc;
-            o[i] = out + rr * ow;
-        }
-        for (size_t j = 0; j < ow; j += VN) {
-            int n = ow - j < VN ? (int)(ow - j) : VN;
-            V acc[DWR];
-#pragma GCC unroll 8
-            for (int i = 0; i < DWR; i++)
-                acc[i] = V_BCAST(&bias);
-#define DW_TAP(wv, off)                                                       \
-            do {                                                              \
-                const V wv_ = (wv);                                           \
-                _Pragma("GCC unroll 8")                                       \
-                for (int i = 0; i < DWR; i++) {                               \
-                    const T *p = in[i] + (off) + j;                           \
-                    acc[i] = V_FMA(wv_, n == VN ? V_LOAD(p) : V_LOAD_N(p, n), acc[i]); \
-                }                                                             \
-            } while (0)
-            if (k3) {
-#pragma GCC unroll 9
-                for (int t = 0; t < 9; t++)
-                    DW_TAP(w9[t], off9[t]);
-            } else {
-                for (size_t a = 0; a < kh; a++)
-                    DW_TAP_COLUMNS(b, off, DW_TAP(V_BCAST(w + a * kw + b), a * dh * pc + off));
+    size_t j = 0;
+    for (; j + VN <= n; j += VN)
+        V_STORE(dst + j, V_LOAD(src + j));
+    if (j < n)
+        V_STORE_N(dst + j, V_LOAD_N(src + j, (int)(n - j)), (int)(n - j));
+}
+
+/* The input rows and columns the outputs read, into their phase planes. */
+static void DWP_FILL(const dwplane_geom *pg, const T *restrict x, T *restrict plane)
+{
+    const size_t q = pg->q, sub = pg->sub_rows * q, sh = pg->sh, sw = pg->sw, n = pg->in_cols;
+    for (size_t ih = 0; ih < pg->in_rows; ih++) {
+        const size_t p = pg->pt + ih;
+        T *restrict row = plane + p % sh * sw * sub + p / sh * q;   /* column phase 0 */
+        const T *restrict src = x + ih * pg->w;
+        if (sw == 1) {
+            DWP_COPY(row + pg->pl, src, n);
+        } else if (sw == 2) {   /* even and odd columns at once (the compiler's shuffles) */
+            T *restrict d0 = row + pg->pl % 2 * sub + pg->pl / 2;
+            T *restrict d1 = row + (pg->pl + 1) % 2 * sub + (pg->pl + 1) / 2;
+            for (size_t k = 0; k < n / 2; k++) {
+                d0[k] = src[2 * k];
+                d1[k] = src[2 * k + 1];
             }
-#undef DW_TAP
-            for (int i = DWR - 1; i >= 0; i--)   /* aliased rows: the real one stored last */
-                DW_STORE(o[i] + j, acc[i], n);
+            if (n % 2)
+                d0[n / 2] = src[n - 1];
+        } else {
+            for (size_t i0 = 0; i0 < sw && i0 < n; i0++) {
+                const size_t col = pg->pl + i0;
+                T *restrict dst = row + col % sw * sub + col / sw;
+                for (size_t k = 0; i0 + k * sw < n; k++)
+                    dst[k] = src[i0 + k * sw];
+            }
         }
     }
 }
-#undef DW_TAP_COLUMNS
-#undef DW_STORE
+
+void DWPLANENAME(const dwplane_geom *pg, const T *x, T *plane, T *wide, const T *w, T bias,
+                 T *out, int relu)
+{
+    const size_t q = pg->q, ow = pg->ow, taps = pg->kh * pg->kw, *off = pg->tap_offset;
+    V w9[9];
+    const int k3 = pg->kh == 3 && pg->kw == 3;
+    if (k3)   /* the common case: the 9 weights stay in registers */
+        for (int t = 0; t < 9; t++)
+            w9[t] = V_BCAST(w + t);
+    DWP_FILL(pg, x, plane);
+    /* NU vectors of outputs, vector u from plane offset src + u*ss into dst + u*ds, n values
+     * each: NU independent accumulator chains (one waits on the FMA latency). Loads may run
+     * past the outputs' inputs, into the overrun gemm.h allows; stores do not. */
+#define DWP_STEP(NU, src, ss, dst, ds, n)                                                 \
+    do {                                                                                  \
+        const T *in_ = plane + (src);                                                     \
+        V acc[NU];                                                                        \
+        _Pragma("GCC unroll 8")                                                           \
+        for (int u = 0; u < NU; u++)                                                      \
+            acc[u] = V_BCAST(&bias);                                                      \
+        if (k3) {                                                                         \
+            _Pragma("GCC unroll 9")                                                       \
+            for (int t = 0; t < 9; t++)                                                   \
+                _Pragma("GCC unroll 8")                                                   \
+                for (int u = 0; u < NU; u++)                                              \
+                    acc[u] = V_FMA(w9[t], V_LOAD(in_ + off[t] + u * (ss)), acc[u]);       \
+        } else {                                                                          \
+            for (size_t t = 0; t < taps; t++) {                                           \
+                const V wv_ = V_BCAST(w + t);                                             \
+                _Pragma("GCC unroll 8")                                                   \
+                for (int u = 0; u < NU; u++)                                              \
+                    acc[u] = V_FMA(wv_, V_LOAD(in_ + off[t] + u * (ss)), acc[u]);         \
+            }                                                                             \
+        }                                                                                 \
+        _Pragma("GCC unroll 8")                                                           \
+        for (int u = 0; u < NU; u++) {                                                    \
+            const V v_ = relu ? V_MAX(V_ZERO(), acc[u]) : acc[u];                         \
+            if ((n) == VN)                                                                \
+                V_STORE((dst) + u * (ds), v_);                                            \
+            else                                                                          \
+                V_STORE_N((dst) + u * (ds), v_, (int)(n));                                \
+        }                                                                                 \
+    } while (0)
+    if (ow >= 2 * VN) {
+        /* wide rows: straight into out, DWR rows at a time, a row's last vector masked */
+        size_t r = 0;
+        for (; r + DWR <= pg->oh; r += DWR)
+            for (size_t j = 0; j < ow; j += VN)
+                DWP_STEP(DWR, r * q + j, q, out + r * ow + j, ow, ow - j < VN ? ow - j : VN);
+        for (; r < pg->oh; r++)
+            for (size_t j = 0; j < ow; j += VN)
+                DWP_STEP(1, r * q + j, q, out + r * ow + j, ow, ow - j < VN ? ow - j : VN);
+        return;
+    }
+    /* narrow rows: block_rows output rows end to end into `wide` (q values a row), so that
+     * the vectors fill, then copied out */
+    for (size_t r0 = 0; r0 < pg->oh; r0 += pg->block_rows) {
+        const size_t r1 = r0 + pg->block_rows < pg->oh ? r0 + pg->block_rows : pg->oh;
+        const size_t m = (r1 - r0) * q;
+        size_t i = 0;   /* the last vector runs past m, into wide's overrun */
+        for (; i + DWR * VN <= m; i += DWR * VN)
+            DWP_STEP(DWR, r0 * q + i, VN, wide + i, VN, VN);
+        for (; i < m; i += VN)
+            DWP_STEP(1, r0 * q + i, VN, wide + i, VN, VN);
+        /* rows in order, each in whole vectors where they stay inside the channel's output:
+         * what a row's last vector writes past its end, the rows after it overwrite */
+        const size_t whole = (ow + VN - 1) / VN * VN, end = pg->oh * ow;
+        for (size_t r = r0; r < r1; r++) {
+            T *o = out + r * ow;
+            const T *src = wide + (r - r0) * q;
+            if (r * ow + whole <= end)
+                for (size_t j = 0; j < whole; j += VN)
+                    V_STORE(o + j, V_LOAD(src + j));
+            else
+                DWP_COPY(o, src, ow);
+        }
+    }
+#undef DWP_STEP
+}
+#undef DWP_COPY
+#undef DWP_FILL
+#undef DWP_CAT
+#undef DWP_CAT_
 
 /* One output row of a depthwise convolution, rows and output NHWC-ordered (DWROWNAME):
  *   out[j*channels + c] = bias[c] + sum_{a<kh, b<kw} w[(a*kw + b)*channels + c]

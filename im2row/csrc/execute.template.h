@@ -8,8 +8,8 @@ static void FN(init_scratch)(const i2r_layout *L, const i2r_geom *g, const sched
     if (debug_nan)
         for (int64_t i = 0; i < n; i++)
             scratch[i] = (T)NAN;
-    if (s->plane) {   /* zero the plane: the rows and columns that hold no input stay so */
-        memset(scratch, 0, (size_t)(s->strip_rows * s->plane_row) * sizeof(T));
+    if (s->plane) {   /* zero the planes: the rows and columns that hold no input stay so */
+        memset(scratch, 0, (size_t)s->plane_bytes);
     } else if (s->ring) {   /* each ring row's padding columns */
         const int64_t C = L->cg, left = min64(g->pl, s->plane_cols);
         const int64_t right = left + plane_input_cols(g, s);
@@ -61,8 +61,7 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                 int64_t n = task / s.parts;
                 copied += FN(plane_task)(w, g, &s, x + n * x_image, y + n * y_image,
                                          b * L->cg / s.parts, (b + 1) * L->cg / s.parts,
-                                         scratch, scratch + round_up64(s.strip_rows *
-                                         s.plane_row * (int64_t)sizeof(T)) / (int64_t)sizeof(T));
+                                         scratch);
             } else if (s.ring) {
                 int64_t n = task / s.parts, r0, r1;
                 ring_band(&s, g, b, &r0, &r1);

@@ -73,10 +73,26 @@ typedef void (*dwconv_f32_fn)(DWCONV_ARGS(float));
 typedef void (*dwconv_f64_fn)(DWCONV_ARGS(double));
 enum { DWCONV_ROWS = 4 };   /* output pixels one dwconv call computes at most (DWR) */
 
-/* A depthwise convolution of one padded NCHW channel plane (dwconv_ukernel.template.h). */
-#define DWPLANE_ARGS(T) size_t oh, size_t ow, size_t kh, size_t kw, size_t sh, size_t sw, \
-    size_t dh, size_t dw, const T *plane, size_t pc, size_t phase, const T *w, T bias, T *out, \
-    int relu
+/* A depthwise convolution of one NCHW channel (dwconv_ukernel.template.h): its input is
+ * copied into the zero-padded plane split by phase (below), then convolved along the plane's
+ * rows taken end to end, so that a 7-wide map fills the vectors as well as a 112-wide one.
+ * Phase plane (rp, cp), at plane + (rp*sw + cp)*sub_rows*q, holds padded rows rp, rp + sh, ...
+ * and columns cp, cp + sw, ..., q values a row: then tap (a, b) of the outputs [r*q + j]
+ * (j < ow; the others are dropped) is one contiguous run of phase plane (a*dh % sh,
+ * b*dw % sw) from (a*dh / sh)*q + b*dw / sw, whatever the stride and dilation. */
+typedef struct {
+    size_t h, w;                 /* the input channel */
+    size_t oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
+    size_t in_rows, in_cols;     /* input rows and columns that the outputs read */
+    size_t q, sub_rows;          /* values of a phase plane's row; its rows */
+    size_t block_rows;           /* output rows convolved into `wide` at a time */
+    const size_t *tap_offset;    /* kh*kw: where tap (a, b)'s run starts, from plane (above) */
+} dwplane_geom;
+/* Values the kernels may read or write past a phase plane's end and past `wide`'s block: one
+ * step of their vector loop (scratch is sized for this many bytes more). */
+enum { DWPLANE_OVERRUN_BYTES = 256 };
+#define DWPLANE_ARGS(T) const dwplane_geom *pg, const T *x, T *plane, T *wide, const T *w, \
+    T bias, T *out, int relu
 typedef void (*dwplane_f32_fn)(DWPLANE_ARGS(float));
 typedef void (*dwplane_f64_fn)(DWPLANE_ARGS(double));
 

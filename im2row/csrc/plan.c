@@ -199,17 +199,17 @@ int64_t deferred_panels(const i2r_layout *L)
     return max64(1, min64(L->npanels, l2_cache_bytes() / 2 / panel));
 }
 
-/* Depthwise I2R_STRIP: a ring of rows (below) for NHWC, and for NCHW on narrow maps (output
- * rows of at most 16 pixels, 32 with 25+ taps), whose input and output rows it transposes a
- * chunk at a time; channel planes on wider maps, where the plane kernel's vectors along the
- * output rows fill and the ring's transposes cost more than they save. Measured (Zen 4, 1
- * thread, ms, plane -> ring): 3x3 1152 ch at 7x7 N=8 0.89 -> 0.41, N=1 0.13 -> 0.06; 5x5 s2
- * 672 at 14x14 N=8 1.62 -> 0.78; 3x3 480 at 14x14 N=8 0.68 -> 0.57; 5x5 240 at 28x28 0.35
- * -> 0.25; planes ahead on 3x3 240 ch at 28x28 (N=8 0.91 against 1.19), 144 at 56x56 and
- * 32 at 112x112 (2.5 against 2.9). */
+/* Depthwise I2R_STRIP: a ring of rows (below) for NHWC, and for NCHW on the narrowest maps
+ * (output rows under 14 pixels; up to 16 with 25+ taps at stride 1), whose input and output
+ * rows it transposes a chunk at a time; phase planes elsewhere (gemm.h), whose vectors run
+ * along the rows end to end. Measured (Xeon model 207, 1 thread, N=1 unless said, us, plane
+ * against ring): planes ahead on 3x3 576 ch at 14x14 N=8 (1022 against 1300; even at N=1),
+ * 5x5 s2 672 at 14x14 (588 against 651), 5x5 240 at 28x28 (208 against 250); the ring on
+ * 3x3 960 at 7x7 (113 against 53), 5x5 1152 at 7x7 (184 against 95) and 5x5 480 at 14x14
+ * (210 against 123), where a plane's masked row copies cost more than its full vectors save. */
 static int depthwise_ring(const i2r_geom *g)
 {
-    return g->nhwc || g->ow <= 16 || (g->kh * g->kw >= 25 && g->ow <= 32);
+    return g->nhwc || g->ow < 14 || (g->ow <= 16 && g->kh * g->kw >= 25 && g->sh * g->sw == 1);
 }
 
 /* Of `parts` row chunks of `total` rows (each group's), and the counts within nthreads - 1 of
@@ -248,11 +248,18 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->strip_rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
         s->plane_cols = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
         s->plane_phase = cdiv(s->plane_cols, g->sw);
-        s->plane_row = g->sw * s->plane_phase;
+        s->plane_sub_rows = g->oh + (g->kh - 1) * g->dh / g->sh + 1;   /* + 1: see gemm.h */
+        s->plane_block_rows = max64(1, min64(g->oh, DWPLANE_BLOCK_BYTES /
+                                             max64(1, s->plane_phase * ts)));
+        s->plane_bytes = round_up64(add_sat(MUL5(g->sh, g->sw, s->plane_sub_rows,
+                                                 s->plane_phase, ts), DWPLANE_OVERRUN_BYTES));
         s->parts = min64(want > g->n ? cdiv(want, g->n) : 1, L->cg);
         s->ntasks = g->n * s->parts;
-        s->thread_bytes = add_sat(round_up64(MUL3(s->strip_rows, s->plane_row, ts)),
-                                  round_up64(MUL3(g->kh, g->kw, ts)));
+        /* the phase planes, the block of outputs, the channel's weights, the tap offsets */
+        s->thread_bytes = add_sat(add_sat(s->plane_bytes, round_up64(add_sat(MUL3(
+            s->plane_block_rows, s->plane_phase, ts), DWPLANE_OVERRUN_BYTES))), add_sat(
+            round_up64(MUL3(g->kh, g->kw, ts)),
+            round_up64(MUL3(g->kh, g->kw, (int64_t)sizeof(size_t)))));
     } else if (method == I2R_STRIP && L->depthwise) {
         /* Depthwise: the reusable buffer turned by 90 degrees, a ring of the padded
          * input rows one output row reads (all columns and channels of each). The next output
