@@ -1,6 +1,6 @@
 /* Depthwise convolution (I2R_STRIP): NCHW input one channel at a time through its padded
- * phase planes, NHWC input through a ring of padded rows. Included by conv.c per dtype (T and SFX defined; see
- * driver.h). */
+ * phase planes, NHWC input through a ring of padded rows. Included by conv.c per dtype (T and
+ * SFX defined; see driver.h). */
 
 /* Depthwise on NCHW, channels [c0, c1) of one image: the dwplane microkernel copies each
  * channel into its phase planes (zeroed once; only the input's values are written there) and
@@ -26,9 +26,9 @@ static int64_t FN(plane_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                  a * g->dh / g->sh * s->plane_phase +
                                                  b * g->dw / g->sw);
     const dwplane_geom pg = {
-        .h = (size_t)g->h, .w = (size_t)g->w, .oh = (size_t)g->oh, .ow = (size_t)g->ow,
-        .kh = (size_t)g->kh, .kw = (size_t)g->kw, .sh = (size_t)g->sh, .sw = (size_t)g->sw,
-        .dh = (size_t)g->dh, .dw = (size_t)g->dw, .pt = (size_t)g->pt, .pl = (size_t)g->pl,
+        .w = (size_t)g->w, .oh = (size_t)g->oh, .ow = (size_t)g->ow, .kh = (size_t)g->kh,
+        .kw = (size_t)g->kw, .sh = (size_t)g->sh, .sw = (size_t)g->sw, .pt = (size_t)g->pt,
+        .pl = (size_t)g->pl,
         .in_rows = (size_t)rows, .in_cols = (size_t)cols, .q = (size_t)s->plane_phase,
         .sub_rows = (size_t)s->plane_sub_rows, .block_rows = (size_t)s->plane_block_rows,
         .tap_offset = tap_offset};

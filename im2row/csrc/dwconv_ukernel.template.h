@@ -69,9 +69,10 @@ void DWNAME(size_t m, size_t channels, size_t nseg, size_t seg_taps, size_t seg_
  * gemm.h describes:
  *   out[r*ow + j] = bias + sum_{a<kh, b<kw} w[a*kw + b] * P[r*sh + a*dh][j*sw + b*dw]
  * for r < oh, j < ow, P the zero-padded input channel (the plane's padding is zeroed by the
- * caller once; only the input's values are written here). block_rows output rows at a time
- * are computed end to end into `wide` (q values a row, the last q - ow of each dropped) and
- * copied out. Each output sums its taps in (a, b) order from the bias, as every method does. */
+ * caller once; only the input's values are written here). Rows of at least two vectors are
+ * computed straight into out; narrower ones block_rows at a time end to end into `wide`
+ * (q values a row, the last q - ow of each dropped), so that the vectors fill, and copied
+ * out. Each output sums its taps in (a, b) order from the bias, as every method does. */
 #define DWP_CAT_(a, b) a##_##b
 #define DWP_CAT(a, b) DWP_CAT_(a, b)
 #define DWP_FILL DWP_CAT(DWPLANENAME, fill)

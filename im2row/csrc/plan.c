@@ -201,12 +201,11 @@ int64_t deferred_panels(const i2r_layout *L)
 
 /* Depthwise I2R_STRIP: a ring of rows (below) for NHWC, and for NCHW on the narrowest maps
  * (output rows under 14 pixels; up to 16 with 25+ taps at stride 1), whose input and output
- * rows it transposes a chunk at a time; phase planes elsewhere (gemm.h), whose vectors run
- * along the rows end to end. Measured (Xeon model 207, 1 thread, N=1 unless said, us, plane
- * against ring): planes ahead on 3x3 576 ch at 14x14 N=8 (1022 against 1300; even at N=1),
- * 5x5 s2 672 at 14x14 (588 against 651), 5x5 240 at 28x28 (208 against 250); the ring on
- * 3x3 960 at 7x7 (113 against 53), 5x5 1152 at 7x7 (184 against 95) and 5x5 480 at 14x14
- * (210 against 123), where a plane's masked row copies cost more than its full vectors save. */
+ * rows it transposes a chunk at a time; phase planes elsewhere (gemm.h). Measured (Xeon model
+ * 207, 1 thread, N=1 unless said, us, ring -> plane): 3x3 576 ch at 14x14 134 -> 80, N=8
+ * 1360 -> 681; 5x5 s2 672 at 14x14 692 -> 358; 5x5 240 at 28x28 249 -> 208; the ring ahead
+ * on 3x3 960 at 7x7 (64 against 89), 5x5 1152 at 7x7 (137 against 184) and 5x5 480 at 14x14
+ * (182 against 250), where a plane's masked row copies cost more than its full vectors save. */
 static int depthwise_ring(const i2r_geom *g)
 {
     return g->nhwc || g->ow < 14 || (g->ow <= 16 && g->kh * g->kw >= 25 && g->sh * g->sw == 1);
