@@ -411,18 +411,20 @@ def test_compiled_rows_padded_off_4k_strides(case, method):
     check_compiled(case, method)
 
 
-# 17 MB of float32 result, streamed where L2 is up to 2 MiB
-NCHW_STREAM_CASE = Case("stream-3-64-256x256", n=1, c=3, h=256, w=256, oc=64, padding=1)
+# 17 MB of float32 result, streamed where L2 is up to 2 MiB. 256x256 pixels: every channel
+# row at the offset of out=; 261x261 (not whole lines): each row at its own offset, so the
+# results are staged and each row streamed out whole (wx_rows_out).
+NCHW_STREAM_CASES = [Case("stream-3-64-256x256", n=1, c=3, h=256, w=256, oc=64, padding=1),
+                     Case("stream-3-64-261x261", n=1, c=3, h=261, w=261, oc=64, padding=1)]
 
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("offset", [4, 16, 40])
-def test_compiled_streamed_nchw_rows_into_misaligned_out(offset, threads, isa):
-    """NCHW W*X ("blocked") into an out= `offset` bytes past a cache line, its channel rows
-    (256x256 pixels) all at that offset: each thread's pixels up to the first line boundary
-    stored, the rest streamed as whole lines. The same bits as into an aligned result, nothing
-    written outside out."""
-    case = NCHW_STREAM_CASE
+@pytest.mark.parametrize("case", NCHW_STREAM_CASES, ids=ids(NCHW_STREAM_CASES))
+def test_compiled_streamed_nchw_rows_into_misaligned_out(case, offset, threads, isa):
+    """NCHW W*X ("blocked") into an out= `offset` bytes past a cache line: each channel row's
+    pixels up to its first line boundary stored, the rest streamed as whole lines. The same
+    bits as into an aligned result, nothing written outside out."""
     for dtype in DTYPES:
         if offset % np.dtype(dtype).itemsize:
             continue

@@ -179,7 +179,8 @@ typedef struct {
     int blocked;                 /* I2R_BLOCKED (not depthwise): A blocks lowered in the GEMM */
     int64_t abytes, cbytes;      /* scratch parts: I2R_STRIP: the strip, the column results;
                                     I2R_FULL/BLOCKED: A (matrix or block), the NCHW result;
-                                    then the NCHW input stage or slab */
+                                    then the NCHW input stage or slab; W*X: the panels,
+                                    the staged results */
     int64_t bbytes;              /* L->deferred: a K block of the panels, packed by the
                                     GEMM (the last part of the thread's scratch) */
     int plane;                   /* I2R_STRIP, depthwise, NCHW: whole channel planes */
@@ -204,10 +205,11 @@ typedef struct {
                                     the rows) */
     int stream;                  /* NHWC results go straight to the output past the caches
                                     (it is too large to stay cached; see make_schedule) */
-    int rows_out;                /* NHWC, streamed, into an output whose lines the GEMM
-                                    would write in parts: the strip gathers jb columns and
-                                    writes output rows, the lowered methods blocks of rows
-                                    (cbytes; see make_schedule) */
+    int rows_out;                /* streamed into an output whose lines the GEMM would
+                                    write in parts: the NHWC strip gathers jb columns and
+                                    writes output rows, the NHWC lowered methods blocks of
+                                    rows, NCHW W*X blocks of panels (cbytes; see
+                                    make_schedule, wx_rows_out) */
 } schedule;
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -80,7 +80,8 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
             } else if (s.wx) {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
-                copied += FN(wx_task)(w, g, &s, x, y, group, p0, p1, scratch);
+                copied += FN(wx_task)(w, g, &s, x, y, group, p0, p1, scratch,
+                                      scratch + abytes / (int64_t)sizeof(T));
             } else {
                 int64_t group = task / s.parts, p0 = s.split_oc ? 0 : b * s.chunk, pa, pb;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);

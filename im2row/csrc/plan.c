@@ -37,6 +37,18 @@ static int writes_stream(const i2r_geom *g, int64_t k, int64_t ts)
            MUL5(g->n, g->oh, g->ow, g->oc, ts) >= STREAM_MIN_L2S * l2_cache_bytes();
 }
 
+/* W*X, streamed, into NCHW planes whose sizes are not whole lines: the channel rows start
+ * at different offsets in their lines, so a tile's NR pixels would stream parts of two lines
+ * in every row, each part a read-modify-write. There wx_task computes a block of panels
+ * into cbuf and streams each channel's row of it out whole (a partial first and last line
+ * stored plainly). Measured (Zen 3, 1 thread, N=1, ms, streamed in parts -> staged):
+ * 1->64 3x3 at 572x572 32.7 -> 16.5 (plain stores: 25), 3->32 3x3 at 417x417 17.7 -> 8.5,
+ * 3->64 at 181x181 7.7 -> 4.3; N=8 3->32 3x3 s2 at 225x225 10.3 -> 6.0. */
+static int wx_rows_out(const i2r_geom *g, int64_t k, int64_t ts)
+{
+    return writes_stream(g, k, ts) && MUL3(g->oh, g->ow, ts) % 64 != 0;
+}
+
 /* Share of the FMAs of NR-wide register tiles that n columns use: a last panel of at most
  * NR/2 columns costs half a panel (gemm_ukernel.template.h). */
 static double panel_fill(int64_t n, int64_t nr)
@@ -366,8 +378,12 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
                      (!pointwise || (g->nhwc && !s->direct));
         if (s->wx) {             /* im2col panels, as many as half the L2 holds ... */
             const int64_t panel = MUL3(L->k, L->nr, ts);
-            s->wx_panels = max64(1, min64(cdiv(chunk, L->nr), l2_cache_bytes() / 2 / panel));
+            /* ... with their results if those are staged (wx_rows_out) */
+            const int64_t staged = wx_rows_out(g, L->k, ts) ? MUL3(L->ocg, L->nr, ts) : 0;
+            s->wx_panels = max64(1, min64(cdiv(chunk, L->nr),
+                                          l2_cache_bytes() / 2 / add_sat(panel, staged)));
             s->abytes = round_up64(mul_sat(s->wx_panels, panel));
+            s->cbytes = round_up64(mul_sat(s->wx_panels, staged));
             const int64_t ablock = MUL4(L->mr, MC_TILES, a_row_stride(k_block(L->k), ts), ts);
             if (a_row_stride(L->k, ts) != L->k)   /* ... and a copy of an A block (wx_task) */
                 s->abytes = add_sat(s->abytes, round_up64(ablock));
@@ -389,6 +405,10 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g,
         s->thread_bytes = add_sat(s->thread_bytes, s->bbytes);
     }
     s->stream = (g->nhwc || s->wx) && writes_stream(g, L->k, ts);
+    if (s->wx && s->stream && wx_rows_out(g, L->k, ts)) {
+        s->rows_out = 1;
+        s->thread_bytes = add_sat(s->thread_bytes, s->cbytes);
+    }
     if (method == I2R_STRIP && !L->depthwise && g->nhwc && s->stream && s->stack == 1 &&
         L->col_step == 1 && L->groups == 1) {
         /* A streamed NHWC column writes each pixel's OC values one image row apart. Into
