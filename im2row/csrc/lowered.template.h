@@ -183,17 +183,30 @@ static void FN(lower_panels)(const i2r_geom *g, const T *x_img, int64_t ncg, int
 {
     const int64_t WD = width, KH = g->kh, KW = g->kw, CG = ncg, K = ncg * KH * KW;
     const int64_t plane = g->h * g->w, SW = g->sw;
-    const int pointwise = is_pointwise(g);
+    if (is_pointwise(g)) {
+        /* the panels' pixels are consecutive in every channel plane: each plane's run read
+         * end to end (panel by panel, the block would read a line from each of CG planes
+         * in turn, more streams than the prefetchers follow. Zen 3, plan, 1 thread, ms:
+         * 256->64 at 56x56 2.65 -> 2.21, N=8 144->24 at 56x56 6.66 -> 4.71) */
+        const int64_t cnt = min64(np * WD, npix - b0 * WD);
+        for (int64_t c = 0; c < CG; c++) {
+            const T *src = x_img + c * plane + q0 + b0 * WD;
+            for (int64_t b = 0; b < np; b++)
+                FN(copy_channels)(panels + b * K * WD + c * WD, src + b * WD,
+                                  min64(WD, cnt - b * WD));
+        }
+        if (cnt < np * WD)   /* the last panel's columns past the pixels */
+            for (int64_t c = 0; c < CG; c++)
+                FN(zero_channels)(panels + (np - 1) * K * WD + c * WD + cnt % WD,
+                                  WD - cnt % WD);
+        return;
+    }
     for (int64_t b = b0; b < b0 + np; b++) {
         T *panel = panels + (b - b0) * K * WD;
         const int64_t first = b * WD, cnt = min64(WD, npix - first);
         int64_t q = q0 + first, oh = q / g->ow, ow = q % g->ow;
-        /* pointwise: the panel's pixels are consecutive in every channel plane; else one
-         * run per output row the panel touches */
-        if (pointwise)
-            for (int64_t c = 0; c < CG; c++)
-                FN(copy_channels)(panel + c * WD, x_img + c * plane + q, cnt);
-        for (int64_t i = pointwise ? cnt : 0; i < cnt;) {
+        /* one run per output row the panel touches */
+        for (int64_t i = 0; i < cnt;) {
             const int64_t run = min64(cnt - i, g->ow - ow);
             for (int64_t kw = 0; kw < KW; kw++) {
                 /* outputs [lo, hi) of the run read inside the input row, from column iw0 */
