@@ -115,6 +115,9 @@ CASES = [
     Case("oc33", oc=33, padding=1),
     Case("1x1", kh=1, kw=1),
     Case("1x1-s2", kh=1, kw=1, stride=2),
+    # NCHW "blocked": W*X panels of pixels from several output rows, plane by plane
+    Case("1x1-s23-c40", n=2, c=40, h=13, w=37, oc=35, kh=1, kw=1, stride=(2, 3)),
+    Case("1x1-s2-45-panels", n=2, c=24, h=61, w=45, oc=40, kh=1, kw=1, stride=2),
     Case("1x1-pad1", kh=1, kw=1, padding=1),
     Case("1x1-groups", c=6, oc=4, kh=1, kw=1, groups=2),
     Case("1x5", kh=1, kw=5, padding=(0, 2)),
