@@ -54,7 +54,7 @@ enum { KC = 256,          /* K block: a 256 x NR weight block stays in L1 (GEMM-
        RUN_MIN_CHANNELS = 32, /* strip: fewer channels pack a copy per rotation (make_layout) */
        GEMM_MAX_SEGS = 64,    /* K runs gemm_segmented takes (more: a GEMM pass per run) */
        PACK_TASK_ROWS = 256,  /* packing: source rows of one threaded task */
-       PACK_PREFETCH_VALUES = 128, /* OIHW packing: prefetch distance along each row */
+       PACK_PREFETCH_BYTES = 512, /* OIHW packing: prefetch distance along each row */
        DEFERRED_ROW_BLOCKS = 2 }; /* one-off NHWC calls of up to this many row blocks of
                                      pixels pack their weights in the GEMM (i2r_pack_flags) */
 #define MAX_ROTATION_BYTES ((int64_t)64 << 20)
