@@ -1,9 +1,11 @@
-/* GEMM microkernels: C[mr x nr] (+)= A[mr x kc] * B[kc x NR], one register tile per call.
+/* GEMM microkernels: C[mr x nr] (+)= A[mr x kc] * B[kc x NR], one register tile per call
+ * (the plain form: any mr, as consecutive tiles of MR rows).
  *
  * A: rows read in place, row i at a + i*lda, kc contiguous values (a strip row, an im2row
  *    buffer row or an NHWC pixel); rows past mr are not read (they alias row mr-1).
  * B: a packed panel, kc rows of NR contiguous values (zero beyond the real columns).
- * C: row i at c + i*ldc, nr <= NR contiguous values; only nr columns and mr rows are stored.
+ * C: row i at c + i*ldc, nr <= NR contiguous values; only nr columns and mr rows are stored
+ *    (mr <= MR but in the plain form).
  * flags: GEMM_ACCUMULATE adds to C (later K blocks); GEMM_EPILOGUE (the last K block) adds
  *    bias[0:NR] when bias is not NULL (with GEMM_ROW_BIAS bias[i] to row i < mr instead: the
  *    W*X form, rows are output channels), then applies max(., 0) if GEMM_RELU is set; with

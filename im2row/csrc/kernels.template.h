@@ -241,35 +241,35 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
                     const T *bp = bbuf ? bbuf + (p - pa) * kc * NR
                                        : bpack + p * K * NR + (run.b + k0) * NR;
                     const T *bb = bias ? bias + p * NR : NULL;
-                    for (int64_t i = 0; i < mc; i += MR) {
+                    const int tflags = flags | (cflags & GEMM_ROW_BIAS);
+                    if (bias && (cflags & GEMM_ROW_BIAS))
+                        bb = bias + m0;
+                    if (!(bbuf && m0 == 0)) {   /* the block's row tiles in one call */
+                        ukernel((size_t)mc, (size_t)nr, (size_t)kc, ablk, (size_t)ald, bp,
+                                c + m0 * ldc + p * NR, (size_t)ldc, bb, tflags);
+                        continue;
+                    }
+                    for (int64_t i = 0; i < mc; i += MR) {   /* the first tiles pack panel p */
                         int64_t mr = min64(mc - i, MR);
-                        const int tflags = flags | (cflags & GEMM_ROW_BIAS);
                         T *ct = c + (m0 + i) * ldc + p * NR;
                         if (bias && (cflags & GEMM_ROW_BIAS))
                             bb = bias + m0 + i;
-                        if (bbuf && m0 == 0) {   /* the first tile of a panel packs it */
-                            /* next: this block's K block after this one, else the first
-                             * of the next block of panels */
-                            const int more = k0 + kc < run.len;
-                            gemm_stream st;
-                            const gemm_stream *pf = more || pn > pb
-                                ? FN(next_block_stream)(bpack, w->hwio_ld, more ? pa : pb,
-                                                        more ? pb : pn, ncols, NR,
-                                                        run.b + (more ? k0 + kc : 0),
-                                                        more ? min64(run.len - k0 - kc, kcs)
-                                                             : kcs,
-                                                        (p - pa) * cdiv(mc, MR) + i / MR,
-                                                        tiles, kc, &st)
-                                : NULL;
-                            T *panel = bbuf + (p - pa) * kc * NR;
-                            deferred((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
-                                     (size_t)ald,
-                                     i == 0 ? bpack + (run.b + k0) * w->hwio_ld + p * NR : NULL,
-                                     (size_t)w->hwio_ld, panel, ct, (size_t)ldc, bb, tflags,
-                                     pf);
-                        } else
-                            ukernel((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald,
-                                    (size_t)ald, bp, ct, (size_t)ldc, bb, tflags);
+                        /* next: this block's K block after this one, else the first of the
+                         * next block of panels */
+                        const int more = k0 + kc < run.len;
+                        gemm_stream st;
+                        const gemm_stream *pf = more || pn > pb
+                            ? FN(next_block_stream)(bpack, w->hwio_ld, more ? pa : pb,
+                                                    more ? pb : pn, ncols, NR,
+                                                    run.b + (more ? k0 + kc : 0),
+                                                    more ? min64(run.len - k0 - kc, kcs) : kcs,
+                                                    (p - pa) * cdiv(mc, MR) + i / MR, tiles, kc,
+                                                    &st)
+                            : NULL;
+                        T *panel = bbuf + (p - pa) * kc * NR;
+                        deferred((size_t)mr, (size_t)nr, (size_t)kc, ablk + i * ald, (size_t)ald,
+                                 i == 0 ? bpack + (run.b + k0) * w->hwio_ld + p * NR : NULL,
+                                 (size_t)w->hwio_ld, panel, ct, (size_t)ldc, bb, tflags, pf);
                     }
                 }
             }
