@@ -45,9 +45,10 @@ def test_zarr_example_bounded_memory(tmp_path):
     grow_short = max(short["peak_rss_growth_mib"].values())
     grow_tall = max(tall["peak_rss_growth_mib"].values())
     # bounded by chunks in flight, not by the image: the 4x taller store (512 MiB) needs at
-    # most a few chunks more than the short one (128 MiB), and far less than its size
-    # (measured: 37-73 MiB per worker for either)
-    assert grow_tall <= grow_short + 8 * chunk_mib, (short, tall)
+    # most a few chunks more than the short one (128 MiB; growing with the image would be
+    # 384 MiB more), and far less than its size. Measured: 37-85 MiB per worker for either,
+    # a spread of 12 chunks between two runs (the chunks in flight vary with scheduling)
+    assert grow_tall <= grow_short + 16 * chunk_mib, (short, tall)
     assert grow_tall <= 24 * chunk_mib, tall
     assert tall["driver_growth_mib"] <= 4 * chunk_mib, tall
     assert min(tall["peak_rss_growth_mib"].values()) > 0, tall   # it did measure
