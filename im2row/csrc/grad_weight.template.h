@@ -59,7 +59,7 @@ static void FN(gw_nhwc_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
                              T *c)
 {
     const KFN(gemm) ukernel = L->FN(k).gemm;
-    const int64_t NR = L->nr, MR = L->mr, OCG = L->ocg, K = L->k;
+    const int64_t NR = L->nr, OCG = L->ocg, K = L->k;
     const int64_t P = g->n * g->oh * g->ow, k0 = pa * NR, kn = min64(pb * NR, K) - k0;
     const int64_t ldc = (pb - pa) * NR;
     memset(bbuf, 0, (size_t)((pb - pa) * GW_PB * NR) * sizeof(T));   /* columns past K */
@@ -70,10 +70,8 @@ static void FN(gw_nhwc_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
         FN(gw_lower_panels)(L, g, x + group * L->cg, p0, pc, pa, pb, bbuf);
         for (int64_t j = pa; j < pb; j++) {
             const int64_t kj = j * NR, kc = min64(NR, K - kj);
-            for (int64_t i = 0; i < OCG; i += MR)
-                ukernel((size_t)min64(MR, OCG - i), (size_t)kc, (size_t)pc, abuf + i * pc,
-                        (size_t)pc, bbuf + (j - pa) * GW_PB * NR, c + i * ldc + (kj - k0),
-                        (size_t)ldc, NULL, flags);
+            ukernel((size_t)OCG, (size_t)kc, (size_t)pc, abuf, (size_t)pc,
+                    bbuf + (j - pa) * GW_PB * NR, c + (kj - k0), (size_t)ldc, NULL, flags);
         }
     }
     /* HWIO: gw[k*OC + group*OCg + oc] = c[oc*ldc + k - k0] */
@@ -89,7 +87,7 @@ static void FN(gw_nchw_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
                              T *gw, T *abuf, T *bbuf, T *c)
 {
     const KFN(gemm) ukernel = L->FN(k).gemm;
-    const int64_t NR = L->nr, MR = L->mr, OCG = L->ocg, K = L->k, TAPS = g->kh * g->kw;
+    const int64_t NR = L->nr, OCG = L->ocg, K = L->k, TAPS = g->kh * g->kw;
     const int64_t plane = g->h * g->w, opix = g->oh * g->ow, np = cdiv(OCG, NR);
     const int64_t rows = (c1 - c0) * TAPS;
     memset(bbuf, 0, (size_t)(np * GW_PB * NR) * sizeof(T));   /* the last panel's tail */
@@ -104,10 +102,9 @@ static void FN(gw_nchw_task)(const i2r_layout *L, const i2r_geom *g, const T *x,
                 FN(transpose)(L, dy_img + j * NR * opix + q0, min64(NR, OCG - j * NR), pc,
                               opix, bbuf + j * GW_PB * NR, NR, 1);
             for (int64_t j = qa; j < qb; j++)
-                for (int64_t i = 0; i < rows; i += MR)
-                    ukernel((size_t)min64(MR, rows - i), (size_t)min64(NR, OCG - j * NR),
-                            (size_t)pc, abuf + i * pc, (size_t)pc, bbuf + j * GW_PB * NR,
-                            c + i * OCG + j * NR, (size_t)OCG, NULL, flags);
+                ukernel((size_t)rows, (size_t)min64(NR, OCG - j * NR), (size_t)pc, abuf,
+                        (size_t)pc, bbuf + j * GW_PB * NR, c + j * NR, (size_t)OCG, NULL,
+                        flags);
         }
     }
     /* OIHW: gw[(group*OCg + oc)*K + k] = c[(k - c0*TAPS)*OCg + oc], oc of panels [qa, qb) */

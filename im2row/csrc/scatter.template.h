@@ -28,7 +28,7 @@ static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *d
                               const T *wpack, int64_t n, T *dx, T *cbuf)
 {
     const KFN(gemm) ukernel = L->FN(k).gemm;
-    const int64_t NR = L->nr, MR = L->mr, K = L->k, CG = L->cg, OCG = L->ocg;
+    const int64_t NR = L->nr, K = L->k, CG = L->cg, OCG = L->ocg;
     const int64_t opix = g->oh * g->ow, np = cdiv(K, NR), ldc = np * NR;
     T *dx_img = dx + n * g->h * g->w * g->c;
     memset(dx_img, 0, (size_t)(g->h * g->w * g->c) * sizeof(T));
@@ -37,11 +37,9 @@ static void FN(scatter_image)(const i2r_layout *L, const i2r_geom *g, const T *d
             const int64_t pc = min64(SC_PB, opix - p0);
             const T *a = dy + (n * opix + p0) * g->oc + grp * OCG;
             for (int64_t j = 0; j < np; j++)
-                for (int64_t i = 0; i < pc; i += MR)
-                    ukernel((size_t)min64(MR, pc - i), (size_t)min64(NR, K - j * NR),
-                            (size_t)OCG, a + i * g->oc, (size_t)g->oc,
-                            wpack + (grp * np + j) * OCG * NR, cbuf + i * ldc + j * NR,
-                            (size_t)ldc, NULL, 0);
+                ukernel((size_t)pc, (size_t)min64(NR, K - j * NR), (size_t)OCG, a,
+                        (size_t)g->oc, wpack + (grp * np + j) * OCG * NR, cbuf + j * NR,
+                        (size_t)ldc, NULL, 0);
             for (int64_t i = 0; i < pc; i++) {
                 const int64_t p = p0 + i, oh = p / g->ow, ow = p % g->ow;
                 /* taps kw in [lo, hi) read inside the input row */

@@ -57,7 +57,7 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
     const KFN(wino_in) wino_in = L->FN(k).wino_in;
     const KFN(wino_out) wino_out = L->FN(k).wino_out;
     const int64_t m = s->tile, a = s->alpha, a2 = s->a2, cg = L->cg, ocg = L->ocg;
-    const int64_t NR = L->nr, MR = L->mr, ldm = s->ldm, ts = (int64_t)sizeof(T);
+    const int64_t NR = L->nr, ldm = s->ldm, ts = (int64_t)sizeof(T);
     T *V = scratch, *M = scratch + s->vbytes / ts, *zero = M + s->mbytes / ts;
     T *trash = zero + round_up64(cg * ts) / ts;
     T *stage_in = scratch + (s->vbytes + s->mbytes + s->zbytes) / ts;
@@ -100,11 +100,9 @@ static int64_t FN(wino_task)(const struct i2r_winograd *w, const i2r_geom *g,
             const T *bp = U + (p * L->npanels + panel) * cg * NR;
             for (int64_t k0 = 0; k0 < cg; k0 += kcs) {
                 const int64_t kc = min64(kcs, cg - k0);
-                for (int64_t i = 0; i < rows; i += MR)
-                    ukernel((size_t)min64(MR, rows - i), (size_t)nr, (size_t)kc,
-                            vp + i * s->vld + k0, (size_t)s->vld, bp + k0 * NR,
-                            mp + i * s->mld + panel * NR, (size_t)s->mld, NULL,
-                            k0 ? GEMM_ACCUMULATE : 0);
+                ukernel((size_t)rows, (size_t)nr, (size_t)kc, vp + k0, (size_t)s->vld,
+                        bp + k0 * NR, mp + panel * NR, (size_t)s->mld, NULL,
+                        k0 ? GEMM_ACCUMULATE : 0);
             }
         }
     }
