@@ -84,17 +84,22 @@ static inline __attribute__((always_inline)) void DWP_COPY(T *dst, const T *src,
     size_t j = 0;
     for (; j + VN <= n; j += VN)
         V_STORE(dst + j, V_LOAD(src + j));
-    if (j < n)
-        V_STORE_N(dst + j, V_LOAD_N(src + j, (int)(n - j)), (int)(n - j));
+    for (; j < n; j++)
+        dst[j] = src[j];
 }
 
 /* The input rows and columns the outputs read, into their phase planes. */
 static void DWP_FILL(const dwplane_geom *pg, const T *restrict x, T *restrict plane)
 {
     const size_t q = pg->q, sub = pg->sub_rows * q, sh = pg->sh, sw = pg->sw, n = pg->in_cols;
+    /* padded row pt + ih is row prow of row phase `phase`: counted, not divided per row */
+    size_t phase = pg->pt % sh, prow = pg->pt / sh;
     for (size_t ih = 0; ih < pg->in_rows; ih++) {
-        const size_t p = pg->pt + ih;
-        T *restrict row = plane + p % sh * sw * sub + p / sh * q;   /* column phase 0 */
+        T *restrict row = plane + phase * sw * sub + prow * q;   /* column phase 0 */
+        if (++phase == sh) {
+            phase = 0;
+            prow++;
+        }
         const T *restrict src = x + ih * pg->w;
         if (sw == 1) {
             DWP_COPY(row + pg->pl, src, n);
