@@ -115,11 +115,15 @@ static void DWP_FILL(const dwplane_geom *pg, const T *restrict x, T *restrict pl
             if (n % 2)
                 d0[n / 2] = src[n - 1];
         } else {
-            for (size_t i0 = 0; i0 < sw && i0 < n; i0++) {
-                const size_t col = pg->pl + i0;
-                T *restrict dst = row + col % sw * sub + col / sw;
+            /* column pl + i0 is column cpos of column phase cph: counted as the rows are */
+            for (size_t i0 = 0, cph = pg->pl % sw, cpos = pg->pl / sw; i0 < sw && i0 < n; i0++) {
+                T *restrict dst = row + cph * sub + cpos;
                 for (size_t k = 0; i0 + k * sw < n; k++)
                     dst[k] = src[i0 + k * sw];
+                if (++cph == sw) {
+                    cph = 0;
+                    cpos++;
+                }
             }
         }
     }
