@@ -331,7 +331,23 @@ RUN_CASES = [
     Case("runs-c35-s2-k5-dil2", n=1, c=35, oc=9, h=12, w=17, kh=5, kw=5, stride=2,
          dilation=(2, 3), padding=3),
 ]
-EDGE_CASES = ROW_CASES + OC_CASES + K_CASES + STACK_CASES + PLANE_CASES + RUN_CASES
+# Kernel rows that read the top or bottom padding are left out of a strip column's GEMM
+# (strip_runs) where that saves 1/16 of the products and every output row keeps a kernel row
+# that reads input; K runs of >= 256 values (the run-by-run GEMM, where they take effect).
+# Asymmetric padding, strides, dilations, tall kernels, output rows only one kernel row
+# reaches, rows no kernel row reaches (then nothing is left out), stacked images (neither).
+PAD_ROW_CASES = [
+    Case("padrows-c96-d3", n=1, c=96, h=9, w=7, oc=19, dilation=3, padding=3),
+    Case("padrows-c90-s2-d2-asym", n=1, c=90, h=11, w=8, oc=17, stride=2, dilation=2,
+         padding=((3, 1), (2, 2))),
+    Case("padrows-c100-k5", n=2, c=100, h=6, w=5, oc=9, kh=5, kw=5, padding=2),
+    Case("padrows-c260-7x1", n=1, c=260, h=9, w=4, oc=9, kh=7, kw=1, padding=(3, 0)),
+    Case("padrows-one-row-reaches", n=1, c=90, h=2, w=3, oc=7, dilation=4, padding=4),
+    Case("padrows-none-reaches-some", n=1, c=90, h=1, w=4, oc=7, padding=3),
+    Case("padrows-stack-n4-d2", n=4, c=96, h=4, w=5, oc=9, dilation=2, padding=2),
+]
+EDGE_CASES = (ROW_CASES + OC_CASES + K_CASES + STACK_CASES + PLANE_CASES + RUN_CASES +
+              PAD_ROW_CASES)
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)
@@ -496,7 +512,7 @@ def test_compiled_gathered_output_rows(dtype, offset, threads, isa):
     assert (raw[:start] == 255).all() and (raw[start + aligned.nbytes:] == 255).all()
 
 
-ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES if c.c // c.groups >= 32]
+ONE_ORDER_CASES = [c for c in RUN_CASES + K_CASES + PAD_ROW_CASES if c.c // c.groups >= 32]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -605,7 +621,8 @@ RELU_CASES = [Case("relu-basic", padding=1), Case("relu-groups-s2", c=4, oc=6, g
                                                      stride=2, padding=1),
               Case("relu-oc33-k2", oc=33, kh=2, kw=2, padding="same"),
               Case("relu-nobias", bias=False, dilation=2, h=9, w=9),
-              Case("relu-deepK", n=1, c=60, h=5, w=5, oc=17, padding=1)]
+              Case("relu-deepK", n=1, c=60, h=5, w=5, oc=17, padding=1),
+              Case("relu-padrows-c96-d2", n=1, c=96, h=6, w=5, oc=17, dilation=2, padding=2)]
 
 
 def _relu_check(case, method):

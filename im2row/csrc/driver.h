@@ -378,6 +378,8 @@ typedef struct {
  * [b, b + len). A strip row's taps sit in rotated slots; walking them as runs in tap order
  * (kh, kw, c) makes every method sum each pixel's products in the same order. */
 typedef struct { int64_t a, b, len; } k_run;
+/* GEMM rows [lo, hi): those a K run multiplies (strip_runs: the rest read padding there). */
+typedef struct { int64_t lo, hi; } row_range;
 
 /* buffers.c: 64-byte aligned blocks of at least `bytes` (NULL for 0); *capacity receives
  * the block's size, which buffer_free takes back. */
@@ -449,7 +451,7 @@ void make_layout(i2r_layout *L, i2r_dtype dtype, i2r_isa isa, int64_t groups, in
 void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_method method,
                    int nthreads);
 int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
-                   k_run *runs);
+                   k_run *runs, row_range *rows);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);

@@ -46,7 +46,8 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
         int64_t capacity;
         T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
         k_run *runs = malloc((size_t)(2 * g->kh) * sizeof *runs);   /* strip_runs */
-        if ((s.thread_bytes && !scratch) || !runs)
+        row_range *run_rows = malloc((size_t)(2 * g->kh) * sizeof *run_rows);
+        if ((s.thread_bytes && !scratch) || !runs || !run_rows)
             *failed = 1;
         else
             FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
@@ -76,7 +77,7 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                                              min64(s.stack, g->n - n0), p0, p1, pa, pb,
                                              scratch, scratch + abytes / (int64_t)sizeof(T),
                                              scratch + (abytes + cbytes) / (int64_t)sizeof(T),
-                                             runs);
+                                             runs, run_rows);
             } else if (s.wx) {
                 int64_t group = task / s.parts, p0 = b * s.chunk;
                 int64_t p1 = min64(p0 + s.chunk, g->n * g->oh * g->ow);
@@ -96,6 +97,7 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
         store_fence();   /* before the barrier: the results are read after it */
         buffer_free(scratch, capacity);
         free(runs);
+        free(run_rows);
     return copied;
 }
 

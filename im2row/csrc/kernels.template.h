@@ -154,7 +154,8 @@ static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *
 /* C[M x OCg] = A[M x K] * B (+ bias, ReLU): A rows at a + i*lda, B the packed panels. K is
  * walked as nruns runs (see k_run): run r multiplies A values [a + run.a, + run.len) of each
  * row with weight rows [run.b, + run.len), in order, so that the sum over K runs in the order
- * the runs give. Only the columns of weight panels [pa, pb) of ncols (OCg). cflags:
+ * the runs give; with rows (else NULL), run r only rows rows[r] (strip_runs leaves out what
+ * reads padding). Only the columns of weight panels [pa, pb) of ncols (OCg). cflags:
  * GEMM_ACCUMULATE adds to C from the first K block on (C prefilled); GEMM_STREAM streams the
  * final stores past the caches; GEMM_ROW_BIAS: bias[i] belongs to row i (W*X form). With `low` (I2R_BLOCKED) A is not given: each
  * A block is lowered from low->base (rows from pixel low_p0 on) into low->abuf just before it
@@ -172,33 +173,57 @@ static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *
  * row in memory order, it took 0.75-0.80x the time of the old tile packing (bursts of
  * prefetches) with the weights in memory but 1.03-1.15x with them in the L3. */
 static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T *a,
-                                 int64_t lda, const k_run *runs, int64_t nruns,
+                                 int64_t lda, const k_run *runs, const row_range *rows,
+                                 int64_t nruns,
                                  const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
                                  int64_t pb, int64_t pn, int64_t ncols, int cflags,
                                  const i2r_geom *g, const FN(lowering) *low, int64_t low_p0,
                                  T *bbuf);
 
 static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
-                             const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
+                             const k_run *runs, const row_range *rows, int64_t nruns,
+                             const T *bpack, const T *bias,
                              T *c, int64_t ldc, int64_t pa, int64_t pb, int64_t ncols,
                              int cflags, const i2r_geom *g, const FN(lowering) *low,
                              int64_t low_p0, T *bbuf)
 {
     const int64_t npb = bbuf ? deferred_panels(&w->L) : pb - pa;
     for (int64_t q = pa; q < pb; q += npb)
-        FN(gemm_panel_block)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, q,
+        FN(gemm_panel_block)(w, M, a, lda, runs, rows, nruns, bpack, bias, c, ldc, q,
                              min64(pb, q + npb), min64(pb, q + 2 * npb), ncols, cflags, g,
                              low, low_p0, bbuf);
 }
 
+/* Rows [r0, r1) of C, columns [c0, c1): zeroed (finish 0), or given the microkernel's
+ * epilogue (bias, then ReLU as V_MAX(0, x): NaN stays). For the rows a strip GEMM's first or
+ * last K run leaves out (gemm_panel_block). */
+static void FN(prepare_or_finish_rows)(T *c, int64_t ldc, int64_t r0, int64_t r1, int64_t c0,
+                                       int64_t c1, int finish, const T *bias, int relu)
+{
+    for (int64_t i = r0; i < r1; i++) {
+        T *ci = c + i * ldc;
+        if (!finish) {
+            FN(zero_channels)(ci + c0, c1 - c0);
+            continue;
+        }
+        for (int64_t j = c0; j < c1; j++) {
+            T v = bias ? ci[j] + bias[j] : ci[j];
+            ci[j] = relu && (T)0 > v ? (T)0 : v;
+        }
+    }
+}
+
 /* gemm_blocked on one block of panels [pa, pb); deferred weights are packed (and, from its
- * last K block, prefetched) next for panels [pb, pn). */
+ * last K block, prefetched) next for panels [pb, pn). With rows (strip_runs; not with low or
+ * bbuf), run s multiplies only rows rows[s]: the rows its first run leaves out (at the top:
+ * kernel row 0 reaches the last row, else that row would be reached by none) start from zero,
+ * those its last run leaves out (at the bottom) get their epilogue after the runs. */
 static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T *a,
-                                 int64_t lda, const k_run *runs, int64_t nruns,
-                                 const T *bpack, const T *bias, T *c, int64_t ldc, int64_t pa,
-                                 int64_t pb, int64_t pn, int64_t ncols, int cflags,
-                                 const i2r_geom *g, const FN(lowering) *low, int64_t low_p0,
-                                 T *bbuf)
+                                 int64_t lda, const k_run *runs, const row_range *rows,
+                                 int64_t nruns, const T *bpack, const T *bias, T *c,
+                                 int64_t ldc, int64_t pa, int64_t pb, int64_t pn, int64_t ncols,
+                                 int cflags, const i2r_geom *g, const FN(lowering) *low,
+                                 int64_t low_p0, T *bbuf)
 {
     const i2r_layout *L = &w->L;
     const KFN(gemm) ukernel = L->FN(k).gemm;
@@ -212,17 +237,21 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
                            cflags, total);
         return;
     }
+    const int64_t c0 = pa * NR, c1 = min64(ncols, pb * NR);
+    if (rows && !(cflags & GEMM_ACCUMULATE))   /* (the first run reaches the last row) */
+        FN(prepare_or_finish_rows)(c, ldc, 0, rows[0].lo, c0, c1, 0, NULL, 0);
     for (int64_t s = 0; s < nruns; s++) {
         const k_run run = runs[s];
         const int64_t kcs = k_block(run.len);
+        const int64_t r0 = rows ? rows[s].lo : 0, r1 = rows ? rows[s].hi : M;
         for (int64_t k0 = 0; k0 < run.len; k0 += kcs) {
             int64_t kc = min64(run.len - k0, kcs);
             int first = s == 0 && k0 == 0, last = s == nruns - 1 && k0 + kc == run.len;
             int flags = (first ? cflags & GEMM_ACCUMULATE : GEMM_ACCUMULATE) |
                         (last ? GEMM_EPILOGUE | (w->relu ? GEMM_RELU : 0) |
                                 (cflags & GEMM_STREAM) : 0);
-            for (int64_t m0 = 0; m0 < M; m0 += MC) {
-                int64_t mc = min64(M - m0, MC);
+            for (int64_t m0 = r0; m0 < r1; m0 += MC) {
+                int64_t mc = min64(r1 - m0, MC);
                 const T *ablk = a + m0 * lda + run.a + k0;
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
@@ -275,6 +304,8 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
             }
         }
     }
+    if (rows)   /* (the last run reaches the first row) */
+        FN(prepare_or_finish_rows)(c, ldc, rows[nruns - 1].hi, M, c0, c1, 1, bias, w->relu);
 }
 
 /* Depthwise counterpart of gemm_blocked: row i of C is the channel-wise product of the
@@ -297,13 +328,14 @@ static void FN(dwconv_rows)(const struct i2r_weights *w, int64_t M, const T *a, 
  * its depthwise counterpart (always all channels: depthwise work is never split by panel;
  * cflags and bbuf, for deferred weights, go to the GEMM only). */
 static void FN(multiply)(const struct i2r_weights *w, int64_t M, const T *a, int64_t lda,
-                         const k_run *runs, int64_t nruns, const T *bpack, const T *bias,
+                         const k_run *runs, const row_range *rows, int64_t nruns,
+                         const T *bpack, const T *bias,
                          T *c, int64_t ldc, int64_t pa, int64_t pb, int cflags, T *bbuf)
 {
     if (w->L.depthwise)
         FN(dwconv_rows)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc);
     else
-        FN(gemm_blocked)(w, M, a, lda, runs, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg,
+        FN(gemm_blocked)(w, M, a, lda, runs, rows, nruns, bpack, bias, c, ldc, pa, pb, w->L.ocg,
                          cflags, NULL, NULL, 0, bbuf);
 }
 

@@ -144,20 +144,20 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         for (int64_t m0 = 0; m0 < M; m0 += MB) {
             const int64_t mb = min64(MB, M - m0);
             if (lowp)
-                FN(gemm_blocked)(w, mb, NULL, 0, &all, 1, bpack, bias, cbuf, OCG, pa, pb, OCG,
+                FN(gemm_blocked)(w, mb, NULL, 0, &all, NULL, 1, bpack, bias, cbuf, OCG, pa, pb, OCG,
                                  0, g, lowp, p0 + m0, NULL);
             else
-                FN(multiply)(w, mb, a + m0 * lda, lda, &all, 1, bpack, bias, cbuf, OCG, pa, pb,
-                             0, NULL);
+                FN(multiply)(w, mb, a + m0 * lda, lda, &all, NULL, 1, bpack, bias, cbuf, OCG,
+                             pa, pb, 0, NULL);
             L->FN(k).stream_copy(c + m0 * ldc, cbuf, (size_t)(mb * OCG) * sizeof(T));
         }
         return copied;
     }
     if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, pa, pb, OCG, cflags, g,
+        FN(gemm_blocked)(w, M, a, lda, &all, NULL, 1, bpack, bias, c, ldc, pa, pb, OCG, cflags, g,
                          lowp, p0, bbuf);
     else
-        FN(multiply)(w, M, a, lda, &all, 1, bpack, bias, c, ldc, pa, pb, cflags, bbuf);
+        FN(multiply)(w, M, a, lda, &all, NULL, 1, bpack, bias, c, ldc, pa, pb, cflags, bbuf);
     if (g->nhwc)
         return copied;
     for (int64_t p = p0; p < p1;) {   /* transpose into each image's NCHW planes */
@@ -281,14 +281,14 @@ static int64_t FN(wx_task)(const struct i2r_weights *w, const i2r_geom *g, const
                 FN(lower_panels)(g, x_img, CG, NR, q0, npix, b0, nb, panels);
                 if (s->rows_out) {   /* staged: each channel's row streamed out whole */
                     const int64_t ldb = s->wx_panels * NR;
-                    FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, cbuf, ldb, 0, nb,
+                    FN(gemm_blocked)(w, OCG, a, K, &all, NULL, 1, panels, bias, cbuf, ldb, 0, nb,
                                      cols, cflags & ~GEMM_STREAM, g, lowp, 0, NULL);
                     for (int64_t o = 0; o < OCG; o++)
                         L->FN(k).stream_copy(yq + b0 * NR + o * opix, cbuf + o * ldb,
                                              (size_t)cols * sizeof(T));
                     continue;
                 }
-                FN(gemm_blocked)(w, OCG, a, K, &all, 1, panels, bias, yq + b0 * NR, opix, 0,
+                FN(gemm_blocked)(w, OCG, a, K, &all, NULL, 1, panels, bias, yq + b0 * NR, opix, 0,
                                  nb, cols, part ? cflags : cflags & ~GEMM_STREAM, g, lowp, 0,
                                  NULL);
             }

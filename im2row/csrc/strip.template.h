@@ -81,12 +81,13 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
 
 
 /* One strip task: output columns at positions [p0, p1) of images [n0, n0 + nimg) (a stack,
- * see make_schedule), group `group`, output channels of weight panels [pa, pb). runs: room
- * for 2*KH K runs (strip_runs). */
+ * see make_schedule), group `group`, output channels of weight panels [pa, pb). runs, rows:
+ * room for 2*KH K runs and their GEMM rows (strip_runs; a stack of images multiplies every
+ * row). */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x, T *y, int64_t group, int64_t n0, int64_t nimg,
                               int64_t p0, int64_t p1, int64_t pa, int64_t pb, T *strip,
-                              T *cbuf, T *stage, k_run *runs)
+                              T *cbuf, T *stage, k_run *runs, row_range *run_rows)
 {
     const i2r_layout *L = &w->L;
     const int64_t KW = L->kw, CG = L->cg, OCG = L->ocg, t = L->col_step, row = KW * CG;
@@ -121,20 +122,21 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                 strip + b * s->block_rows * row, s->strip_rows,
                                                 (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
-        const int64_t nruns = strip_runs(L, g, rot, j, runs);
+        row_range *rows = nimg == 1 ? run_rows : NULL;
+        const int64_t nruns = strip_runs(L, g, rot, j, runs, rows);
         if (g->nhwc && s->stack == 1 && !rows_out) {   /* straight into the output column */
-            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, rows, nruns, bpack, bias,
                          y + n0 * y_image + j * g->oc + group * OCG, g->ow * g->oc, pa, pb,
                          s->stream ? GEMM_STREAM : 0, NULL);
         } else if (g->nhwc && !rows_out) {   /* stacked: each image's valid rows out */
-            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, rows, nruns, bpack, bias,
                          cbuf, OCG, pa, pb, 0, NULL);
             for (int64_t b = 0; b < nimg; b++)
                 for (int64_t oh = 0; oh < g->oh; oh++)
                     memcpy(y + (n0 + b) * y_image + (oh * g->ow + j) * g->oc + group * OCG,
                            cbuf + (b * block_gemm_rows + oh) * OCG, (size_t)OCG * sizeof(T));
         } else {   /* NCHW or rows_out: gathered, row oh of column j at cbuf[oh][nbuf] */
-            FN(multiply)(w, M, strip, g->sh * row, runs, nruns, bpack, bias,
+            FN(multiply)(w, M, strip, g->sh * row, runs, rows, nruns, bpack, bias,
                          cbuf + nbuf * OCG, s->jb * OCG, pa, pb, 0, NULL);
             if (nbuf++ == 0)
                 j0 = j;
