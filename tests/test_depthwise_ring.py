@@ -1,11 +1,12 @@
 """Depthwise convolution through the ring of padded input rows ("i2r", and what "auto" runs
-for every depthwise layer on NHWC, and on NCHW where output rows are at most 16 pixels wide,
-32 with 25+ taps: its input and output rows are transposed in chunks of output rows; other
-NCHW layers run on channel planes): the (KH-1)*dh + 1 rows one output row reads, each input row
-copied in once, and the dwrow microkernel, whose tiles of R pixels (8 on AVX-512, 6 on
-AVX2, 4 portable; R/2 on narrower rows, single pixels below that) reuse every input vector for
-all the taps that read it when the kernel is 3 or 5 wide, stride 1 or 2, undilated, and load
-per tap otherwise.
+for every depthwise layer on NHWC, and on NCHW where output rows are under 14 pixels wide, up
+to 16 with 25+ taps at stride 1 (plan.c: depthwise_ring): its input and output rows are
+transposed in chunks of output rows; other NCHW layers run on channel planes): the
+(KH-1)*dh + 1 rows one output row reads, each input row copied in once, and the dwrow
+microkernel, whose tiles of R pixels (8 on AVX-512, 6 on AVX2, 4 portable; 7 on SIMD rows of
+7-32 pixels where that recomputes fewer; R/2 on narrower rows, single pixels below that)
+reuse every input vector for all the taps that read it when the kernel is 3 or 5 wide, stride
+1 or 2, undilated, and load per tap otherwise.
 
 Checked against the float64 reference over what the kernel distinguishes: the four
 specialised kernels and the general one (7 wide, 1 wide, dilated, stride 3, rectangular),
@@ -42,9 +43,14 @@ CASES = [
     (1, 64, 30, 3, 3, 2, "same", 1),          # long bands for threads, 2-wide output rows
     (1, 7, 1, 25, (1, 5), 1, (0, 2), 1),      # one row, 5 wide: no ring reuse of rows
     (2, 12, 5, 21, 3, 1, 1, 1),               # 21-wide rows: NCHW on channel planes
+    (1, 40, 14, 14, 3, 1, 1, 1),              # 14-wide rows: tiles of 7
+    (2, 35, 28, 28, 3, 2, 1, 1),              # stride 2 onto 14-wide rows, masked lanes
+    (1, 19, 28, 28, 3, 1, 1, 1),              # 28-wide rows: four tiles of 7
+    (1, 9, 7, 9, (3, 5), 1, (1, 2), (1, 2)),  # dilated, 9-wide rows: tiles of 7 shifted
 ]
 IDS = ["3x3s1", "3x3s2-lane", "5x5-w7", "5x5s2", "dil2", "7x7s3", "3x1-asym", "pad3",
-       "tiny-dil", "same-s2", "1x5-row", "wide-planes"]
+       "tiny-dil", "same-s2", "1x5-row", "wide-planes", "3x3-w14", "3x3s2-w14-lane",
+       "3x3-w28", "dil-w9"]
 
 
 def _data(case, dtype, seed=0):
@@ -136,7 +142,8 @@ def test_ring_with_nan_scratch_reports_its_prediction(case, threads, dtype, layo
         r0, r1 = band * spec.oh // parts, (band + 1) * spec.oh // parts
         read = {oh * sh + a * dh - pt for oh in range(r0, r1) for a in range(spec.kh)}
         rows += len([r for r in read if 0 <= r < h])
-    ring = layout == "NHWC" or spec.ow <= 16 or (spec.kh * spec.kw >= 25 and spec.ow <= 32)
+    ring = layout == "NHWC" or spec.ow < 14 or (spec.kh * spec.kw >= 25 and spec.ow <= 16 and
+                                                spec.stride == (1, 1))   # depthwise_ring
     if not ring:   # NCHW channel planes: each image's input rows the outputs read, once
         rows = max(0, min(pt + h, (spec.oh - 1) * sh + (spec.kh - 1) * dh + 1) - pt)
     assert copied == n * rows * cols * c
