@@ -452,6 +452,7 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_meth
                    int nthreads);
 int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
                    k_run *runs, row_range *rows);
+int strip_skips_padding_rows(const i2r_layout *L, const i2r_geom *g);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);

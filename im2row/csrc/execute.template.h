@@ -45,9 +45,10 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
     int64_t copied = 0;
         int64_t capacity;
         T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
-        k_run *runs = malloc((size_t)(2 * g->kh) * sizeof *runs);   /* strip_runs */
-        row_range *run_rows = malloc((size_t)(2 * g->kh) * sizeof *run_rows);
-        if ((s.thread_bytes && !scratch) || !runs || !run_rows)
+        /* strip_runs: 2*KH K runs, then their GEMM rows */
+        k_run *runs = malloc((size_t)(2 * g->kh) * (sizeof(k_run) + sizeof(row_range)));
+        row_range *run_rows = runs ? (row_range *)(runs + 2 * g->kh) : NULL;
+        if ((s.thread_bytes && !scratch) || !runs)
             *failed = 1;
         else
             FN(init_scratch)(L, g, &s, method, debug_nan, scratch);
@@ -97,7 +98,6 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
         store_fence();   /* before the barrier: the results are read after it */
         buffer_free(scratch, capacity);
         free(runs);
-        free(run_rows);
     return copied;
 }
 

@@ -194,23 +194,16 @@ static void FN(gemm_blocked)(const struct i2r_weights *w, int64_t M, const T *a,
                              low, low_p0, bbuf);
 }
 
-/* Rows [r0, r1) of C, columns [c0, c1): zeroed (finish 0), or given the microkernel's
- * epilogue (bias, then ReLU as V_MAX(0, x): NaN stays). For the rows a strip GEMM's first or
- * last K run leaves out (gemm_panel_block). */
-static void FN(prepare_or_finish_rows)(T *c, int64_t ldc, int64_t r0, int64_t r1, int64_t c0,
-                                       int64_t c1, int finish, const T *bias, int relu)
+/* Rows [r0, r1) of C, columns [c0, c1) given the microkernel's epilogue: bias, then ReLU as
+ * V_MAX(0, x) (NaN stays). For the rows a strip GEMM's last K run leaves out. */
+static void FN(finish_rows)(T *c, int64_t ldc, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                            const T *bias, int relu)
 {
-    for (int64_t i = r0; i < r1; i++) {
-        T *ci = c + i * ldc;
-        if (!finish) {
-            FN(zero_channels)(ci + c0, c1 - c0);
-            continue;
-        }
+    for (int64_t i = r0; i < r1; i++)
         for (int64_t j = c0; j < c1; j++) {
-            T v = bias ? ci[j] + bias[j] : ci[j];
-            ci[j] = relu && (T)0 > v ? (T)0 : v;
+            const T v = bias ? c[i * ldc + j] + bias[j] : c[i * ldc + j];
+            c[i * ldc + j] = relu && (T)0 > v ? (T)0 : v;
         }
-    }
 }
 
 /* gemm_blocked on one block of panels [pa, pb); deferred weights are packed (and, from its
@@ -239,7 +232,8 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
     }
     const int64_t c0 = pa * NR, c1 = min64(ncols, pb * NR);
     if (rows && !(cflags & GEMM_ACCUMULATE))   /* (the first run reaches the last row) */
-        FN(prepare_or_finish_rows)(c, ldc, 0, rows[0].lo, c0, c1, 0, NULL, 0);
+        for (int64_t i = 0; i < rows[0].lo; i++)
+            FN(zero_channels)(c + i * ldc + c0, c1 - c0);
     for (int64_t s = 0; s < nruns; s++) {
         const k_run run = runs[s];
         const int64_t kcs = k_block(run.len);
@@ -305,7 +299,7 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
         }
     }
     if (rows)   /* (the last run reaches the first row) */
-        FN(prepare_or_finish_rows)(c, ldc, rows[nruns - 1].hi, M, c0, c1, 1, bias, w->relu);
+        FN(finish_rows)(c, ldc, rows[nruns - 1].hi, M, c0, c1, bias, w->relu);
 }
 
 /* Depthwise counterpart of gemm_blocked: row i of C is the channel-wise product of the

@@ -181,8 +181,10 @@ static int kernel_row_reach(const i2r_geom *g, int64_t kh, row_range *rr)
  * instead of one merged run cost more than the border saved: 64->64 3x3 at 56x56 0.82x), and
  * every output row is reached by some kernel row (a row of only padding would get no product
  * at all). */
-static int skip_padding_rows(const i2r_geom *g)
+int strip_skips_padding_rows(const i2r_layout *L, const i2r_geom *g)
 {
+    if (L->depthwise)
+        return 0;
     int64_t covered = 0, reached = 0;   /* rows [0, covered) are reached */
     for (int64_t kh = g->kh - 1; kh >= 0; kh--) {   /* lo falls as kh grows: ascending */
         row_range r;
@@ -202,9 +204,9 @@ static int skip_padding_rows(const i2r_geom *g)
  * on, then taps [KW - rot, KW) from slot 0. A copy per rotation (L->rotated_copies): in slot
  * order, the copy's rows in the same order. Taps that read the left or right padding are left
  * out: their slots hold zeros for the whole column (dilated kernels on small maps: up to half
- * the products). With `rows`, so are the top and bottom ones: rows[i] receives the GEMM rows
- * (output rows) whose kernel row of run i reads input, and a kernel row that reads only
- * padding has no run (NULL: every run multiplies every row). The sum keeps its order, less
+ * the products). With `rows` (where strip_skips_padding_rows), so are the top and bottom ones:
+ * rows[i] receives the GEMM rows (output rows) whose kernel row of run i reads input, and a
+ * kernel row that reads only padding has no run (NULL: every run multiplies every row). The sum keeps its order, less
  * terms that add nothing. Runs that continue each other in A, in the weights and in rows are
  * merged (no padding, dh = 1, rot = 0: one run of K). Returns their count, at most 2*KH. */
 int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
@@ -221,11 +223,10 @@ int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t 
         kw_lo = 0;
         kw_hi = KW;
     }
-    const int skip_rows = rows && !L->depthwise && skip_padding_rows(g);
     int64_t n = 0;
     for (int64_t kh = 0; kh < L->kh; kh++) {
         row_range rr = {0, g->oh};
-        if (skip_rows && !kernel_row_reach(g, kh, &rr))
+        if (rows && !kernel_row_reach(g, kh, &rr))
             continue;
         for (int64_t i = 0; i < KW; i++) {   /* i: weight position within the kernel row */
             const int64_t tap = L->rotated_copies ? (i - rot % KW + KW) % KW : i;

@@ -82,8 +82,7 @@ static int64_t FN(fill_strip_column)(const i2r_layout *L, const i2r_geom *g, int
 
 /* One strip task: output columns at positions [p0, p1) of images [n0, n0 + nimg) (a stack,
  * see make_schedule), group `group`, output channels of weight panels [pa, pb). runs, rows:
- * room for 2*KH K runs and their GEMM rows (strip_runs; a stack of images multiplies every
- * row). */
+ * room for 2*KH K runs and their GEMM rows (strip_runs). */
 static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                               const T *x, T *y, int64_t group, int64_t n0, int64_t nimg,
                               int64_t p0, int64_t p1, int64_t pa, int64_t pb, T *strip,
@@ -105,6 +104,8 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                  last * g->sw + (g->kw - 1) * g->dw - g->pl + 1};
         src[b] = one;
     }
+    /* the kernel rows that read top or bottom padding left out: one image's rows only */
+    row_range *rows = nimg == 1 && strip_skips_padding_rows(L, g) ? run_rows : NULL;
     int64_t copied = 0, r, q, nbuf = 0, j0 = 0;
     /* rows_out (make_schedule) only where the column's own stores would split lines: an
      * output that is not 64-byte aligned, or pixels that are not whole lines */
@@ -122,7 +123,6 @@ static int64_t FN(strip_task)(const struct i2r_weights *w, const i2r_geom *g, co
                                                 strip + b * s->block_rows * row, s->strip_rows,
                                                 (kw + rot) % KW, j * g->sw + kw * g->dw);
         const T *bpack = FN(rotation_panels)(w, group, rot);
-        row_range *rows = nimg == 1 ? run_rows : NULL;
         const int64_t nruns = strip_runs(L, g, rot, j, runs, rows);
         if (g->nhwc && s->stack == 1 && !rows_out) {   /* straight into the output column */
             FN(multiply)(w, M, strip, g->sh * row, runs, rows, nruns, bpack, bias,
