@@ -46,11 +46,11 @@ CASES = [
     (1, 40, 14, 14, 3, 1, 1, 1),              # 14-wide rows: tiles of 7
     (2, 35, 28, 28, 3, 2, 1, 1),              # stride 2 onto 14-wide rows, masked lanes
     (1, 19, 28, 28, 3, 1, 1, 1),              # 28-wide rows: four tiles of 7
-    (1, 9, 7, 9, (3, 5), 1, (1, 2), (1, 2)),  # dilated, 9-wide rows: tiles of 7 shifted
+    (1, 9, 7, 17, (3, 5), 1, (1, 2), (1, 2)),  # dilated, 13-wide rows: tiles of 7 shifted
 ]
 IDS = ["3x3s1", "3x3s2-lane", "5x5-w7", "5x5s2", "dil2", "7x7s3", "3x1-asym", "pad3",
        "tiny-dil", "same-s2", "1x5-row", "wide-planes", "3x3-w14", "3x3s2-w14-lane",
-       "3x3-w28", "dil-w9"]
+       "3x3-w28", "dil-w13"]
 
 
 def _data(case, dtype, seed=0):
