@@ -303,7 +303,7 @@ class Conv2d:
         else:
             ws, copied, threads = self._packed_for(method).run(
                 _kernel_input(x4), out4, geometry, method, nthreads, _backend.debug_strip)
-            if method == "i2r":             # the strip skips the taps that read padding
+            if method in ("i2r", "blocked"):   # they skip taps that read padding
                 self._nan_at_nonfinite_padding_taps(out4, spec)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
@@ -369,19 +369,28 @@ class Conv2d:
 
     def _nan_at_nonfinite_padding_taps(self, out4, spec):
         """Set NaN where a tap with an Inf or NaN weight reads padding: zero padding times
-        Inf is NaN in the definition (and in im2col, "im2row", "blocked", "numpy"), but the
-        kernels that skip padding taps ("i2r"'s strip, an empty image) never form the product.
-        Costs one pass over the weights when there is padding; more only with non-finite ones."""
+        Inf is NaN in the definition (and in im2col, "im2row", "numpy"), but the kernels that
+        skip padding taps ("i2r"'s strip, "blocked" on small maps, an empty image) never form
+        the product. Costs one pass over the weights or, where smaller, the results (see
+        below) when there is padding; more only with non-finite values."""
         top, bottom, left, right = spec.padding
         if not (top or bottom or left or right):
-            return
-        taps = self._nonfinite_taps()
-        if taps is None:
             return
         (sh, sw), (dh, dw) = spec.stride, spec.dilation
         ih = np.arange(spec.oh)[:, None] * sh - top + np.arange(spec.kh) * dh    # (OH, KH)
         iw = np.arange(spec.ow)[:, None] * sw - left + np.arange(spec.kw) * dw   # (OW, KW)
         row_pad, col_pad = (ih < 0) | (ih >= spec.h), (iw < 0) | (iw >= spec.w)
+        # A non-finite weight times any input is Inf or NaN, and so stays every sum it enters:
+        # where each tap reads input somewhere and no ReLU clips, all-finite results mean that
+        # no weight was Inf or NaN: a one-off call, whose weights would be looked at anew each
+        # time (a plan looks once), looks at its results where they are fewer.
+        if (self._one_shot and self.activation is None and
+                out4.size < self.weight.size and not row_pad.all(axis=0).any() and
+                not col_pad.all(axis=0).any() and np.isfinite(out4).all()):
+            return
+        taps = self._nonfinite_taps()
+        if taps is None:
+            return
         o = out4 if spec.layout == "NHWC" else out4.transpose(0, 2, 3, 1)   # a view
         for kh, kw in zip(*np.nonzero(taps.any(axis=0))):   # only the border: no big mask
             ocs = np.flatnonzero(taps[:, kh, kw])[None, :]

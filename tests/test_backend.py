@@ -473,6 +473,21 @@ def test_i2r_copies_much_less_than_im2row(layout):
     assert strip["workspace"] * 4 < full["workspace"]
 
 
+@needs_compiled
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_lowers_no_padding_rows(threads):
+    """"blocked" on a small map lowers for each kernel row only the output rows where it
+    reads input: 3x3, padding 1, 7 output rows: kernel rows 0 and 2 reach 6 of them."""
+    x, w, kwargs = _ws_case(dict(n=2, c=8, h=7, w=9, oc=5, k=(3, 3), padding=1), "NHWC",
+                            np.float32)
+    _, info = im2row.Conv2d(w, method="blocked", layout="NHWC", **kwargs).measure(
+        x, num_threads=threads)
+    assert info["copied"] == 2 * (6 + 7 + 6) * 9 * 3 * 8 * 4   # N x rows x OW x KW*C x item
+    ws = im2row.workspace_bytes(x.shape, w.shape, layout="NHWC", method="blocked",
+                                num_threads=threads, dtype=np.float32, **kwargs)
+    assert ws["copied"] == info["copied"]
+
+
 @pytest.mark.skipif(_backend.native is None, reason="compiled extension not available")
 def test_auto_plan_packs_rotations_only_when_it_runs_i2r(rng):
     """An "auto" plan packs the unrotated weights only; the strip's rotated copies are packed

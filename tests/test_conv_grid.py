@@ -345,6 +345,9 @@ PAD_ROW_CASES = [
     Case("padrows-one-row-reaches", n=1, c=90, h=2, w=3, oc=7, dilation=4, padding=4),
     Case("padrows-none-reaches-some", n=1, c=90, h=1, w=4, oc=7, padding=3),
     Case("padrows-stack-n4-d2", n=4, c=96, h=4, w=5, oc=9, dilation=2, padding=2),
+    # "blocked" leaves them out from 1/32 (here 1/30), image by image: 2 threads cut the
+    # image's pixels mid-row; runs of 192 values
+    Case("padrows-c64-20x21", n=1, c=64, h=20, w=21, oc=16, padding=1),
 ]
 EDGE_CASES = (ROW_CASES + OC_CASES + K_CASES + STACK_CASES + PLANE_CASES + RUN_CASES +
               PAD_ROW_CASES)
@@ -362,7 +365,9 @@ def test_compiled_tile_edges(case, method, isa, debug_strip):
 # leaves a partial panel, float64 doubles the bytes.
 STREAM_CASES = [Case("stream-3-70-130x260", n=1, c=3, h=130, w=260, oc=70, padding=1),
                 Case("stream-n2-s2", n=2, c=4, h=250, w=260, oc=64, stride=(2, 1), padding=1),
-                Case("stream-3-70-128x256", n=1, c=3, h=128, w=256, oc=70, padding=1)]
+                Case("stream-3-70-128x256", n=1, c=3, h=128, w=256, oc=70, padding=1),
+                # 10 output rows: the lowered methods' staged rows leave out padding rows
+                Case("stream-3-70-10x3400", n=1, c=3, h=10, w=3400, oc=70, padding=1)]
 
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)

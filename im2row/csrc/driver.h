@@ -223,6 +223,14 @@ static inline int64_t k_block(int64_t seglen)
     return cdiv(seglen, nkb);
 }
 
+/* The K block of a run of len values; where A blocks are lowered or weights packed per K
+ * block (into buffers of k_block(L->k) values a row), no more than that (a run of one kernel
+ * row may be whole where K is not). */
+static inline int64_t run_k_block(const i2r_layout *L, int64_t len, int buffered)
+{
+    return buffered ? min64(k_block(len), k_block(L->k)) : k_block(len);
+}
+
 /* The row stride, in values, of a lowered A matrix or block whose rows hold k values of ts
  * bytes: rows a multiple of 4 KiB apart would all fall into one set of the L1, and the MR
  * rows a register tile broadcasts from would evict each other, so such rows get one cache
@@ -453,6 +461,9 @@ void make_schedule(schedule *s, const i2r_layout *L, const i2r_geom *g, i2r_meth
 int64_t strip_runs(const i2r_layout *L, const i2r_geom *g, int64_t rot, int64_t j,
                    k_run *runs, row_range *rows);
 int strip_skips_padding_rows(const i2r_layout *L, const i2r_geom *g);
+int blocked_skips_padding_rows(const i2r_layout *L, const i2r_geom *g);
+int64_t blocked_runs(const i2r_layout *L, const i2r_geom *g, k_run *runs, row_range *rows);
+int64_t blocked_lowered_values(const i2r_layout *L, const i2r_geom *g);
 int64_t panel_bytes(const i2r_layout *L);
 void packed_sizes(const i2r_layout *L, int panels, int with_bias, int64_t *pbytes,
                   int64_t *bbytes);

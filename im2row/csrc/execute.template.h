@@ -45,7 +45,7 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
     int64_t copied = 0;
         int64_t capacity;
         T *scratch = (T *)buffer_alloc(s.thread_bytes, &capacity);
-        /* strip_runs: 2*KH K runs, then their GEMM rows */
+        /* strip_runs, blocked_runs: 2*KH K runs, then their GEMM rows */
         k_run *runs = malloc((size_t)(2 * g->kh) * (sizeof(k_run) + sizeof(row_range)));
         row_range *run_rows = runs ? (row_range *)(runs + 2 * g->kh) : NULL;
         if ((s.thread_bytes && !scratch) || !runs)
@@ -92,7 +92,8 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
                                         scratch + abytes / (int64_t)sizeof(T),
                                         scratch + (abytes + cbytes) / (int64_t)sizeof(T),
                                         s.bbytes ? scratch + (s.thread_bytes - s.bbytes) /
-                                                             (int64_t)sizeof(T) : NULL);
+                                                             (int64_t)sizeof(T) : NULL,
+                                        runs, run_rows);
             }
         }
         store_fence();   /* before the barrier: the results are read after it */

@@ -236,7 +236,7 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
             FN(zero_channels)(c + i * ldc + c0, c1 - c0);
     for (int64_t s = 0; s < nruns; s++) {
         const k_run run = runs[s];
-        const int64_t kcs = k_block(run.len);
+        const int64_t kcs = run_k_block(L, run.len, low || bbuf);
         const int64_t r0 = rows ? rows[s].lo : 0, r1 = rows ? rows[s].hi : M;
         for (int64_t k0 = 0; k0 < run.len; k0 += kcs) {
             int64_t kc = min64(run.len - k0, kcs);
@@ -246,7 +246,7 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
                                 (cflags & GEMM_STREAM) : 0);
             for (int64_t m0 = r0; m0 < r1; m0 += MC) {
                 int64_t mc = min64(r1 - m0, MC);
-                const T *ablk = a + m0 * lda + run.a + k0;
+                const T *ablk = low && low->base ? NULL : a + m0 * lda + run.a + k0;
                 int64_t ald = lda;
                 if (low) {   /* I2R_BLOCKED: lower this A block now, into the cache */
                     ald = a_row_stride(kc, (int64_t)sizeof(T));
@@ -267,7 +267,7 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
                     const int tflags = flags | (cflags & GEMM_ROW_BIAS);
                     if (bias && (cflags & GEMM_ROW_BIAS))
                         bb = bias + m0;
-                    if (!(bbuf && m0 == 0)) {   /* the block's row tiles in one call */
+                    if (!(bbuf && m0 == r0)) {   /* the block's row tiles in one call */
                         ukernel((size_t)mc, (size_t)nr, (size_t)kc, ablk, (size_t)ald, bp,
                                 c + m0 * ldc + p * NR, (size_t)ldc, bb, tflags);
                         continue;
@@ -277,15 +277,17 @@ static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T
                         T *ct = c + (m0 + i) * ldc + p * NR;
                         if (bias && (cflags & GEMM_ROW_BIAS))
                             bb = bias + m0 + i;
-                        /* next: this block's K block after this one, else the first of the
-                         * next block of panels */
-                        const int more = k0 + kc < run.len;
+                        /* next: this run's K block after this one, else the next run's
+                         * first, else the first of the next block of panels */
+                        const int more = k0 + kc < run.len, same = more || s + 1 < nruns;
+                        const k_run next = more ? run : runs[same ? s + 1 : 0];
+                        const int64_t nk0 = more ? k0 + kc : 0;
                         gemm_stream st;
-                        const gemm_stream *pf = more || pn > pb
-                            ? FN(next_block_stream)(bpack, w->hwio_ld, more ? pa : pb,
-                                                    more ? pb : pn, ncols, NR,
-                                                    run.b + (more ? k0 + kc : 0),
-                                                    more ? min64(run.len - k0 - kc, kcs) : kcs,
+                        const gemm_stream *pf = same || pn > pb
+                            ? FN(next_block_stream)(bpack, w->hwio_ld, same ? pa : pb,
+                                                    same ? pb : pn, ncols, NR, next.b + nk0,
+                                                    min64(next.len - nk0,
+                                                          run_k_block(L, next.len, 1)),
                                                     (p - pa) * cdiv(mc, MR) + i / MR, tiles, kc,
                                                     &st)
                             : NULL;
