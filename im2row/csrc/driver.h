@@ -386,7 +386,8 @@ typedef struct {
  * [b, b + len). A strip row's taps sit in rotated slots; walking them as runs in tap order
  * (kh, kw, c) makes every method sum each pixel's products in the same order. */
 typedef struct { int64_t a, b, len; } k_run;
-/* GEMM rows [lo, hi): those a K run multiplies (strip_runs: the rest read padding there). */
+/* GEMM rows [lo, hi): those a K run multiplies (strip_runs, blocked_runs: the rest read
+ * padding there). */
 typedef struct { int64_t lo, hi; } row_range;
 
 /* buffers.c: 64-byte aligned blocks of at least `bytes` (NULL for 0); *capacity receives
