@@ -345,8 +345,8 @@ PAD_ROW_CASES = [
     Case("padrows-one-row-reaches", n=1, c=90, h=2, w=3, oc=7, dilation=4, padding=4),
     Case("padrows-none-reaches-some", n=1, c=90, h=1, w=4, oc=7, padding=3),
     Case("padrows-stack-n4-d2", n=4, c=96, h=4, w=5, oc=9, dilation=2, padding=2),
-    # "blocked" leaves them out from 1/32 (here 1/30), image by image: 2 threads cut the
-    # image's pixels mid-row; runs of 192 values
+    # "blocked" leaves them out from 1/32 (here 1/30), image by image, also where a thread's
+    # pixels start inside the image (2 threads); runs of 192 values
     Case("padrows-c64-20x21", n=1, c=64, h=20, w=21, oc=16, padding=1),
 ]
 EDGE_CASES = (ROW_CASES + OC_CASES + K_CASES + STACK_CASES + PLANE_CASES + RUN_CASES +
