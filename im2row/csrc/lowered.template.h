@@ -100,19 +100,27 @@ static FN(lowering) FN(blocked_source)(const i2r_layout *L, const i2r_geom *g, c
     return low;
 }
 
-/* I2R_BLOCKED leaving out the kernel rows that read top or bottom padding (blocked_runs: K
- * runs and the output rows each reaches, in runs and rows[0, KH)): the GEMM of rows [p0, p1)
- * (M = p1 - p0) into c, one image at a time, each run over the pixels of its output rows.
- * Returns the values lowered. */
-static int64_t FN(blocked_skipping_rows)(const struct i2r_weights *w, const i2r_geom *g,
-                                         const schedule *s, const FN(lowering) *low,
-                                         int64_t p0, int64_t p1, int64_t pa, int64_t pb,
-                                         const T *bpack, const T *bias, T *c, int64_t ldc,
-                                         int cflags, T *bbuf, k_run *runs, row_range *rows)
+/* I2R_BLOCKED's GEMM of rows [p0, p1) of the batch's pixels into c (M = p1 - p0), A lowered
+ * block by block from low. Where blocked_skips_padding_rows, the kernel rows that read top or
+ * bottom padding are left out (blocked_runs: K runs and the output rows each reaches, in runs
+ * and rows[0, KH)), one image at a time, each run over the pixels of its output rows (in
+ * rows[KH, 2*KH)). Returns the values lowered. */
+static int64_t FN(blocked_gemm)(const struct i2r_weights *w, const i2r_geom *g,
+                                const schedule *s, const FN(lowering) *low, int64_t p0,
+                                int64_t p1, int64_t pa, int64_t pb, const T *bpack,
+                                const T *bias, T *c, int64_t ldc, int cflags, T *bbuf,
+                                k_run *runs, row_range *rows)
 {
     const i2r_layout *L = &w->L;
+    const int64_t passes = lowering_passes(L, s, pa, pb);
+    if (!blocked_skips_padding_rows(L, g)) {
+        const k_run all = {0, 0, L->k};
+        FN(gemm_blocked)(w, p1 - p0, NULL, 0, &all, NULL, 1, bpack, bias, c, ldc, pa, pb,
+                         L->ocg, cflags, g, low, p0, bbuf);
+        return (p1 - p0) * L->k * passes;
+    }
     const int64_t opix = g->oh * g->ow, nruns = blocked_runs(L, g, runs, rows);
-    row_range *pix = rows + L->kh;   /* rows[s] as pixels of the image's part in [p0, p1) */
+    row_range *pix = rows + L->kh;   /* rows[r] as pixels of the image's part in [p0, p1) */
     int64_t lowered = 0;
     for (int64_t p = p0; p < p1;) {
         const int64_t n = p / opix, end = min64(p1, (n + 1) * opix), q0 = p - n * opix;
@@ -125,12 +133,12 @@ static int64_t FN(blocked_skipping_rows)(const struct i2r_weights *w, const i2r_
                          ldc, pa, pb, L->ocg, cflags, g, low, p, bbuf);
         p = end;
     }
-    return lowered * lowering_passes(L, s, pa, pb);
+    return lowered * passes;
 }
 
 /* Rows [p0, p1) of the batch's pixels, output channels of weight panels [pa, pb) (all of
  * them on NCHW). bbuf: deferred weights' packed K block (L->deferred), else NULL. runs and
- * rows: room for 2*KH of each (blocked_skipping_rows). */
+ * rows: room for 2*KH of each (blocked_gemm). */
 static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, const schedule *s,
                              const T *x, T *y, int64_t group, int64_t p0, int64_t p1,
                              int64_t pa, int64_t pb, T *buf, T *cbuf, T *slab, T *bbuf,
@@ -150,7 +158,6 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
         lowp = &low;
         a = NULL;
         lda = 0;
-        copied = M * L->k * lowering_passes(L, s, pa, pb);
     } else {
         lda = a_row_stride(L->k, (int64_t)sizeof(T));
         FN(lower_batch_rows)(L, g, x, group, p0, p1, buf, lda, slab);
@@ -167,34 +174,25 @@ static int64_t FN(full_task)(const struct i2r_weights *w, const i2r_geom *g, con
     const int64_t ldc = g->nhwc ? g->oc : OCG;
     const k_run all = {0, 0, L->k};
     const int cflags = g->nhwc && s->stream ? GEMM_STREAM : 0;
-    const int skip = lowp && blocked_skips_padding_rows(L, g);
-    int64_t skipped = 0;   /* values lowered where skip */
     if (s->rows_out && !bbuf && ((uintptr_t)c | (uintptr_t)ldc * sizeof(T)) % 64) {
         /* unaligned (make_schedule): MB rows at a time into cbuf, then out as one run (one
          * group, all panels: the rows are contiguous), whole lines streamed */
         const int64_t MB = L->mr * MC_TILES;
         for (int64_t m0 = 0; m0 < M; m0 += MB) {
             const int64_t mb = min64(MB, M - m0);
-            if (skip)
-                skipped += FN(blocked_skipping_rows)(w, g, s, lowp, p0 + m0, p0 + m0 + mb, pa,
-                                                     pb, bpack, bias, cbuf, OCG, 0, NULL, runs,
-                                                     rows);
-            else if (lowp)
-                FN(gemm_blocked)(w, mb, NULL, 0, &all, NULL, 1, bpack, bias, cbuf, OCG, pa, pb, OCG,
-                                 0, g, lowp, p0 + m0, NULL);
+            if (lowp)
+                copied += FN(blocked_gemm)(w, g, s, lowp, p0 + m0, p0 + m0 + mb, pa, pb, bpack,
+                                           bias, cbuf, OCG, 0, NULL, runs, rows);
             else
                 FN(multiply)(w, mb, a + m0 * lda, lda, &all, NULL, 1, bpack, bias, cbuf, OCG,
                              pa, pb, 0, NULL);
             L->FN(k).stream_copy(c + m0 * ldc, cbuf, (size_t)(mb * OCG) * sizeof(T));
         }
-        return skip ? skipped : copied;
+        return copied;
     }
-    if (skip)
-        copied = FN(blocked_skipping_rows)(w, g, s, lowp, p0, p1, pa, pb, bpack, bias, c, ldc,
-                                           cflags, bbuf, runs, rows);
-    else if (lowp)
-        FN(gemm_blocked)(w, M, a, lda, &all, NULL, 1, bpack, bias, c, ldc, pa, pb, OCG, cflags, g,
-                         lowp, p0, bbuf);
+    if (lowp)
+        copied = FN(blocked_gemm)(w, g, s, lowp, p0, p1, pa, pb, bpack, bias, c, ldc, cflags,
+                                  bbuf, runs, rows);
     else
         FN(multiply)(w, M, a, lda, &all, NULL, 1, bpack, bias, c, ldc, pa, pb, cflags, bbuf);
     if (g->nhwc)
