@@ -162,16 +162,17 @@ static void FN(gemm_segmented)(const struct i2r_weights *w, int64_t M, const T *
  * (rows from pixel low_p0 on) into low->abuf just before it is used, so the im2row matrix
  * never exists whole (one run of all K, or blocked_runs': a run per kernel row, over the
  * rows it reaches; A blocks and deferred weight blocks then of at most k_block(K) values,
- * run_k_block). Blocked as in BLIS: K blocks of <= KC values inside a run (outermost: the K block of all weight panels
- * stays in L2 while every row block passes), M blocks of MC_TILES register tiles (A block in
- * L1/L2, reused by every panel), then NR panels and MR tiles; the register tile accumulates
- * in C across K blocks and runs. With bbuf (deferred weights, NHWC "blocked"), bpack is
- * the group's HWIO rows instead: the panels are taken deferred_panels at a time, and each
- * K block of a panel is packed into bbuf by the first row tile that multiplies it (the
- * deferred form of the microkernel, its loads overlapping its FMAs), the other tiles reading
- * bbuf; meanwhile every tile of the first row block prefetches its share of the next K block
- * (of its run, the next run, or the next block of panels: next_block_stream). A separate
- * packing pass before the tiles, as a BLIS GEMM packs B, stalled on memory: 32% of a one-off 512->512 3x3 at 7x7 (perf, Zen 3); on Zen 4, row by
+ * run_k_block). Blocked as in BLIS: K blocks of <= KC values inside a run (outermost: the
+ * K block of all weight panels stays in L2 while every row block passes), M blocks of
+ * MC_TILES register tiles (A block in L1/L2, reused by every panel), then NR panels and MR
+ * tiles; the register tile accumulates in C across K blocks and runs. With bbuf (deferred
+ * weights, NHWC "blocked"), bpack is the group's HWIO rows instead: the panels are taken
+ * deferred_panels at a time, and each K block of a panel is packed into bbuf by the first
+ * row tile that multiplies it (the deferred form of the microkernel, its loads overlapping
+ * its FMAs), the other tiles reading bbuf; meanwhile every tile of the first row block
+ * prefetches its share of the next K block (of its run, the next run, or the next block of
+ * panels: next_block_stream). A separate packing pass before the tiles, as a BLIS GEMM packs
+ * B, stalled on memory: 32% of a one-off 512->512 3x3 at 7x7 (perf, Zen 3); on Zen 4, row by
  * row in memory order, it took 0.75-0.80x the time of the old tile packing (bursts of
  * prefetches) with the weights in memory but 1.03-1.15x with them in the L3. */
 static void FN(gemm_panel_block)(const struct i2r_weights *w, int64_t M, const T *a,

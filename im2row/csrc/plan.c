@@ -243,7 +243,7 @@ int64_t blocked_lowered_values(const i2r_layout *L, const i2r_geom *g)
 {
     if (!blocked_skips_padding_rows(L, g))
         return MUL3(g->oh, g->ow, L->k);
-    return MUL3(g->kh * g->oh - padding_row_pairs(L, g), g->ow, L->kw * L->cg);
+    return MUL3(L->kh * g->oh - padding_row_pairs(L, g), g->ow, L->kw * L->cg);
 }
 
 /* The K runs of the GEMM of strip column j, whose taps sit in slots rotated by rot (tap kw in
