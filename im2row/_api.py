@@ -27,6 +27,11 @@ ACTIVATIONS = (None, "relu")
 # tuning_candidates), so what is stored changes speeds, never a result.
 _WISDOM = {}
 TUNE_MARGIN = 1.05   # another method replaces the planner's choice only when this much faster
+# Plain stores or streamed, per (geometry, threads, ISA, dtype, method): see _plain_stores.
+# STORE_MODE: None times them; "streamed" or "plain" forces one (tests of both paths).
+_STORES = {}
+STORE_MODE = None
+STORE_TIMING_MAX_BYTES = 64 << 20   # larger results stream untimed (four extra runs cost)
 # conv2d calls that passed every check, by their exact arguments (see one_shot_key): what the
 # checks decided (the plan's settings, spec, method, packing), so that the next such call
 # skips them (~15 us, a lot next to a small convolution). Only shapes, dtypes and exact
@@ -62,7 +67,10 @@ class Conv2d:
         included). Results never depend on it; only that first call is slower.
 
     The plan keeps its own copy of the weights: changing ``weight`` afterwards does not change
-    the plan. Calling one plan from several Python threads at once is safe.
+    the plan. Calling one plan from several Python threads at once is safe. The first call
+    (of any plan or ``conv2d``) on a geometry whose results the kernels would stream past the
+    caches also times plain stores against streaming there and keeps the faster for the
+    process: results never depend on it; only that call is slower.
 
     Examples
     --------
@@ -301,8 +309,10 @@ class Conv2d:
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
             return out, info
         else:
-            ws, copied, threads = self._packed_for(method).run(
-                _kernel_input(x4), out4, geometry, method, nthreads, _backend.debug_strip)
+            packed, xk = self._packed_for(method), _kernel_input(x4)
+            plain = self._plain_stores(packed, xk, out4, spec, method, geometry, nthreads)
+            ws, copied, threads = packed.run(xk, out4, geometry, method, nthreads,
+                                             _backend.debug_strip, plain)
             if method in ("i2r", "blocked"):   # they skip taps that read padding
                 self._nan_at_nonfinite_padding_taps(out4, spec)
             info.update(workspace=ws, copied=copied * spec.dtype.itemsize, threads=threads)
@@ -344,6 +354,32 @@ class Conv2d:
             self._prepared[key] = (spec, method, geometry)
         self._tuned.add(key)
         return method
+
+    def _plain_stores(self, packed, xk, out4, spec, method, geometry, nthreads):
+        """Whether this call stores its results plainly where the planner streams them past
+        the caches: timed both ways on the first such call of a geometry, method and thread
+        count in the process (the kernel itself: a probe of the stores alone measured the
+        opposite of the kernels on the Zen 3; see README), then remembered. Either way the
+        same bits; streaming is kept unless plain stores are TUNE_MARGIN faster."""
+        if STORE_MODE is not None:
+            return STORE_MODE == "plain"
+        key = wisdom_key(spec, geometry, nthreads) + (method,)
+        plain = _STORES.get(key)
+        if plain is None:
+            plain = False
+            if out4.nbytes <= STORE_TIMING_MAX_BYTES and packed.streams(geometry, method,
+                                                                        nthreads):
+                best = {False: float("inf"), True: float("inf")}
+                for mode in (False, True, False, True):   # each once untimed first
+                    packed.run(xk, out4, geometry, method, nthreads, False, mode)
+                    t0 = time.perf_counter()
+                    packed.run(xk, out4, geometry, method, nthreads, False, mode)
+                    best[mode] = min(best[mode], time.perf_counter() - t0)
+                plain = best[True] * TUNE_MARGIN < best[False]
+            if len(_STORES) >= 1024:
+                _STORES.clear()
+            _STORES[key] = plain
+        return plain
 
     def _add_bias(self, out4, spec):
         if self.bias is not None:

@@ -38,8 +38,13 @@ cdef extern from "i2r.h" nogil:
     void i2r_release_buffers()
     i2r_status i2r_predict(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, i2r_method method,
                            int nthreads, int pack_flags, int with_bias, i2r_stats *stats)
+    enum:
+        I2R_RUN_DEBUG_NAN
+        I2R_RUN_PLAIN_STORES
     i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method,
-                        int nthreads, int debug_nan, const void *x, void *y, i2r_stats *stats)
+                        int nthreads, int flags, const void *x, void *y, i2r_stats *stats)
+    int i2r_streams_results(const i2r_weights *w, const i2r_geom *g, i2r_method method,
+                            int nthreads)
     i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,
                                const void *x, const void *dy, void *dw, i2r_stats *stats)
     i2r_status i2r_predict_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g,
@@ -203,13 +208,13 @@ cdef i2r_status _pack(const floating[::1] weight, tuple strides, int64_t groups,
 
 
 cdef i2r_status _conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
-                      bint debug_nan, const floating[:, :, :, ::1] x,
+                      int flags, const floating[:, :, :, ::1] x,
                       floating[:, :, :, ::1] y, i2r_stats *st):
     cdef const void *xptr = &x[0, 0, 0, 0]
     cdef void *yptr = &y[0, 0, 0, 0]
     cdef i2r_status status
     with nogil:   # other Python threads run while the kernels do
-        status = i2r_conv(w, g, method, nthreads, debug_nan, xptr, yptr, st)
+        status = i2r_conv(w, g, method, nthreads, flags, xptr, yptr, st)
     return status
 
 
@@ -276,9 +281,19 @@ cdef class PackedWeights:
     def nbytes(self):
         return i2r_packed_bytes(self.w)
 
-    def run(self, x, y, tuple geom, str method, int nthreads, bint debug_nan):
+    def streams(self, tuple geom, str method, int nthreads):
+        """Whether run() streams the results past the caches unless told plain_stores."""
+        cdef i2r_geom g
+        _fill_geom(&g, geom)
+        if _one_thread:
+            nthreads = 1
+        return bool(i2r_streams_results(self.w, &g, _method_code(method), nthreads))
+
+    def run(self, x, y, tuple geom, str method, int nthreads, bint debug_nan,
+            bint plain_stores=False):
         """y = conv(x) (both C-contiguous 4-D, checked by the caller); returns (workspace
-        bytes, values copied, threads)."""
+        bytes, values copied, threads). plain_stores: store results plainly where they would
+        be streamed past the caches (the same bits)."""
         cdef i2r_geom g
         cdef i2r_stats st
         cdef i2r_status status
@@ -286,10 +301,12 @@ cdef class PackedWeights:
         if _one_thread:
             nthreads = 1
         cdef i2r_method code = _method_code(method)
+        cdef int flags = ((I2R_RUN_DEBUG_NAN if debug_nan else 0) |
+                          (I2R_RUN_PLAIN_STORES if plain_stores else 0))
         if self.f64:
-            status = _conv[double](self.w, &g, code, nthreads, debug_nan, x, y, &st)
+            status = _conv[double](self.w, &g, code, nthreads, flags, x, y, &st)
         else:
-            status = _conv[float](self.w, &g, code, nthreads, debug_nan, x, y, &st)
+            status = _conv[float](self.w, &g, code, nthreads, flags, x, y, &st)
         _check(status, "the scratch of all threads" if status == I2R_ETOOBIG else "conv2d")
         return st.workspace_bytes, st.copied_values, st.threads
 

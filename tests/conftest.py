@@ -35,3 +35,14 @@ def debug_strip():
     previous, _backend.debug_strip = _backend.debug_strip, True
     yield
     _backend.debug_strip = previous
+
+
+@pytest.fixture(params=["streamed", "plain"])
+def store_mode(request):
+    """Runs a test with results too large for the caches streamed past them, then stored
+    plainly, whatever timing the two on this machine would choose (the same bits either
+    way)."""
+    from im2row import _api
+    previous, _api.STORE_MODE = _api.STORE_MODE, request.param
+    yield request.param
+    _api.STORE_MODE = previous

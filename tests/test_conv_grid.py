@@ -360,7 +360,8 @@ def test_compiled_tile_edges(case, method, isa, debug_strip):
 
 
 # Results of few products each and several L2 caches in size are streamed past the caches
-# (full, aligned panels; the others stored as usual): NHWC, and NCHW through "blocked" (W*X,
+# (full, aligned panels; the others stored as usual) unless plain stores time faster on the
+# first call (the tests with store_mode force each): NHWC, and NCHW through "blocked" (W*X,
 # whose rows are 64-byte aligned when OH*OW is a multiple of 16: 128x256). 3 -> 70 channels
 # leaves a partial panel, float64 doubles the bytes.
 STREAM_CASES = [Case("stream-3-70-130x260", n=1, c=3, h=130, w=260, oc=70, padding=1),
@@ -372,13 +373,46 @@ STREAM_CASES = [Case("stream-3-70-130x260", n=1, c=3, h=130, w=260, oc=70, paddi
 
 @pytest.mark.parametrize("method", COMPILED_METHODS)
 @pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
-def test_compiled_streamed_results(case, method):
+def test_compiled_streamed_results(case, method, store_mode):
     check_compiled(case, method)        # out= at NumPy's 16-byte alignment
     for layout, dtype in itertools.product(LAYOUTS, DTYPES):   # results the package allocates
         x, w, b, ref = data(case, dtype)
         res = conv(case, x, w, b, layout, method, num_threads=2)
         assert res.ctypes.data % 64 == 0
         check_close(res, ref, case, dtype, layout, method)
+
+
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+@pytest.mark.parametrize("case", STREAM_CASES[:2], ids=ids(STREAM_CASES[:2]))
+def test_store_modes_give_the_same_bits_and_workspace(case, method, isa):
+    """Streamed, stored plainly, or as the first call's timing of the two chose (the
+    default): the same bits, the same workspace (the room to stream is kept), and the timed
+    choice remembered per geometry, method and thread count."""
+    from im2row import _api
+    x, w, b, ref = data(case, np.float32)
+    for layout in LAYOUTS:
+        xl, wl = to_layout(x, w, layout)
+        plan = im2row.Conv2d(wl, b, layout=layout, method=method, **case.kwargs)
+        runs = {}
+        for mode in ("streamed", "plain", None):
+            previous, _api.STORE_MODE = _api.STORE_MODE, mode
+            try:
+                _api._STORES.clear()
+                runs[mode] = plan.measure(xl, num_threads=2)
+            finally:
+                _api.STORE_MODE = previous
+        res, info = runs["streamed"]
+        check_close(res, ref, case, np.float32, layout, method)
+        for mode in ("plain", None):
+            np.testing.assert_array_equal(runs[mode][0], res, err_msg=f"{layout} {mode}")
+            assert runs[mode][1]["workspace"] == info["workspace"], (layout, mode)
+        packed = plan._packed_for(info["method"])
+        spec = plan._spec(xl.shape, "Conv2d")
+        geometry = _api.spec_geometry(spec)
+        key = _api.wisdom_key(spec, geometry, 2) + (info["method"],)
+        # NHWC streams these results (NCHW only through W*X); the choice is kept either way
+        assert packed.streams(geometry, info["method"], 2) or layout == "NCHW"
+        assert _api._STORES.get(key) in (True, False)
 
 
 def misaligned_out(shape, dtype, offset):
@@ -399,7 +433,7 @@ POINTWISE_STREAM = Case("stream-1x1-n2", n=2, c=24, h=120, w=125, oc=144, kh=1, 
 @pytest.mark.parametrize("offset", [16, 32, 48])
 @pytest.mark.parametrize("case", [STREAM_CASES[1], POINTWISE_STREAM], ids=lambda c: c.name)
 @pytest.mark.parametrize("method", COMPILED_METHODS)
-def test_compiled_streamed_results_into_misaligned_out(method, case, offset, isa):
+def test_compiled_streamed_results_into_misaligned_out(method, case, offset, isa, store_mode):
     """out= 16, 32 or 48 bytes past a cache line (a 16-byte aligned NumPy array): row blocks
     (lowered methods) or columns (the strip) gathered and written as runs of whole lines, the
     partial first and last lines stored (the parts of a streamed line would each be a
@@ -445,7 +479,8 @@ NCHW_STREAM_CASES = [Case("stream-3-64-256x256", n=1, c=3, h=256, w=256, oc=64, 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("offset", [4, 16, 40])
 @pytest.mark.parametrize("case", NCHW_STREAM_CASES, ids=ids(NCHW_STREAM_CASES))
-def test_compiled_streamed_nchw_rows_into_misaligned_out(case, offset, threads, isa):
+def test_compiled_streamed_nchw_rows_into_misaligned_out(case, offset, threads, isa,
+                                                        store_mode):
     """NCHW W*X ("blocked") into an out= `offset` bytes past a cache line: each channel row's
     pixels up to its first line boundary stored, the rest streamed as whole lines. The same
     bits as into an aligned result, nothing written outside out."""
@@ -500,7 +535,7 @@ GATHER_CASE = Case("gather-3-64-220x301", n=1, c=3, h=220, w=301, oc=64, padding
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("offset", [16, 48])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_compiled_gathered_output_rows(dtype, offset, threads, isa):
+def test_compiled_gathered_output_rows(dtype, offset, threads, isa, store_mode):
     """An unaligned NHWC out= of the strip: jb columns gathered, then written as rows of
     pixels (whole lines streamed, the partial first and last line of each row stored): the
     same bits as the aligned result, whose columns go straight to the output, the reference

@@ -34,13 +34,23 @@
 #undef SFX
 
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
-                    int debug_nan, const void *x, void *y, i2r_stats *stats)
+                    int flags, const void *x, void *y, i2r_stats *stats)
 {
     if (!geometry_matches(&w->L, g) || nthreads < 1)
         return I2R_EINVAL;
     if (w->L.dtype == I2R_F64)
-        return conv_f64(w, g, method, nthreads, debug_nan, x, y, stats);
-    return conv_f32(w, g, method, nthreads, debug_nan, x, y, stats);
+        return conv_f64(w, g, method, nthreads, flags, x, y, stats);
+    return conv_f32(w, g, method, nthreads, flags, x, y, stats);
+}
+
+int i2r_streams_results(const i2r_weights *w, const i2r_geom *g, i2r_method method,
+                        int nthreads)
+{
+    schedule s;
+    if (!geometry_matches(&w->L, g) || nthreads < 1)
+        return 0;
+    make_schedule(&s, &w->L, g, method, nthreads);
+    return s.stream;
 }
 
 i2r_status i2r_grad_weight(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g, int nthreads,

@@ -103,13 +103,16 @@ static int64_t FN(thread_work)(const struct i2r_weights *w, const i2r_geom *g,
 }
 
 static i2r_status FN(conv)(const struct i2r_weights *w, const i2r_geom *g, i2r_method method,
-                           int nthreads, int debug_nan, const void *xv, void *yv,
+                           int nthreads, int flags, const void *xv, void *yv,
                            i2r_stats *stats)
 {
     const T *x = (const T *)xv;
     T *y = (T *)yv;
+    const int debug_nan = (flags & I2R_RUN_DEBUG_NAN) != 0;
     schedule s;
     make_schedule(&s, &w->L, g, method, nthreads);
+    if (flags & I2R_RUN_PLAIN_STORES)   /* the room streaming needs stays: same workspace */
+        s.stream = s.rows_out = 0;
     /* packed without what this needs (deferred weights: the strip would repack them for
      * every column) */
     if (s.wx ? !w->rows : !w->has_panels && !(w->L.deferred && method != I2R_STRIP))

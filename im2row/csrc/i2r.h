@@ -100,10 +100,18 @@ i2r_method i2r_choose_method(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
  * the same bits (what lets a plan time them against each other). */
 int i2r_one_sum_order(i2r_dtype dtype, i2r_isa isa, const i2r_geom *g);
 
-/* y = conv(x, w): x and y as in the conventions above, y never aliasing x. debug_nan fills
- * scratch with NaN first so that a read of an unwritten value shows in y. */
+/* y = conv(x, w): x and y as in the conventions above, y never aliasing x. flags:
+ * I2R_RUN_DEBUG_NAN fills scratch with NaN first so that a read of an unwritten value shows
+ * in y; I2R_RUN_PLAIN_STORES stores results plainly where the planner would stream them past
+ * the caches (i2r_streams_results; the same bits either way, only faster or slower: which
+ * is faster depends on the machine). */
+enum { I2R_RUN_DEBUG_NAN = 1, I2R_RUN_PLAIN_STORES = 2 };
 i2r_status i2r_conv(const i2r_weights *w, const i2r_geom *g, i2r_method method, int nthreads,
-                    int debug_nan, const void *x, void *y, i2r_stats *stats);
+                    int flags, const void *x, void *y, i2r_stats *stats);
+/* Whether i2r_conv with these arguments streams its results past the caches (results of few
+ * products each, too large for the caches); 0 on arguments i2r_conv would refuse. */
+int i2r_streams_results(const i2r_weights *w, const i2r_geom *g, i2r_method method,
+                        int nthreads);
 
 /* The weight gradient of the convolution y = conv(x, w) of geometry g, from dy (shaped as y):
  * dw in the layout's weight order, C-contiguous: NCHW (OC, C/groups, KH, KW), NHWC (KH, KW,
